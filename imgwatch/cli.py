@@ -1,0 +1,147 @@
+"""Command line: flags, logging, exit codes. The work itself lives elsewhere.
+
+Exit codes: 0 success; 1 finished but some files failed; 64 usage error;
+75 database unreachable (try again later); 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from imgwatch import __version__
+from imgwatch.config import ENV_PREFIX, Settings, load_settings
+from imgwatch.errors import ConfigError, ImgwatchError
+from imgwatch.filters import ImageNameFilter
+from imgwatch.processor import FileProcessor
+from imgwatch.scanner import Reconciler, check_image_dir
+from imgwatch.store import ImageStore
+
+log = logging.getLogger("imgwatch")
+
+EXIT_FILES_FAILED = 1
+EXIT_USAGE = os.EX_USAGE
+
+
+# Passwords are read from a file named on the command line, never taken as a value:
+# a value in argv is visible to every user through `ps`.
+_FILE_ONLY_SECRETS = {"db_password", "wp_password"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgwatch",
+        description="Keep a folder of images, a SQL database and a WordPress media library "
+        "in step.",
+        epilog="Every setting can also be given as an environment variable "
+        f"{ENV_PREFIX}<NAME> or in an env file (default lookup: /etc/imgwatch/imgwatch.env, "
+        "then ./imgwatch.env). Exit codes: 0 ok, 1 some files failed, 64 usage, "
+        "75 database unreachable, 78 configuration error.",
+    )
+    parser.add_argument(
+        "--rescan", action="store_true", help="reconcile the image directory once, then exit"
+    )
+    parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from PATH")
+    parser.add_argument("--version", action="version", version=f"imgwatch {__version__}")
+    group = parser.add_argument_group(
+        "settings", f"each one is also {ENV_PREFIX}<NAME> in the environment or env file"
+    )
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if name in _FILE_ONLY_SECRETS:
+            group.add_argument(
+                flag + "-file",
+                dest=name + "_file",
+                type=Path,
+                metavar="PATH",
+                help=f"read the {info.description} from PATH",
+            )
+            continue
+        group.add_argument(flag, dest=name, metavar=name.upper(), help=info.description)
+    return parser
+
+
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags; secret files are read here."""
+    overrides: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        if name in _FILE_ONLY_SECRETS:
+            path: Path | None = getattr(args, name + "_file")
+            if path is not None:
+                overrides[name] = _read_secret_file(path, name)
+            continue
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return overrides
+
+
+def _read_secret_file(path: Path, name: str) -> str:
+    try:
+        # One trailing newline is what `echo pw > file` adds; the rest is the password.
+        return path.read_text(encoding="utf-8").removesuffix("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read --{name.replace('_', '-')}-file: {exc}") from None
+
+
+def configure_logging(level: str) -> None:
+    """Plain lines on stderr; no timestamps when journald adds its own."""
+    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(message)s" if under_journal else "%(asctime)s %(levelname)s %(message)s"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def run_rescan(settings: Settings) -> int:
+    # Checked before the database is touched: a typo in the path should not create a database.
+    image_dir = check_image_dir(settings.image_dir)
+    store = ImageStore(settings.database_url())
+    log.info("database: %s", store.display_url)
+    store.open()
+    try:
+        reconciler = Reconciler(
+            store=store,
+            image_dir=image_dir,
+            accept=ImageNameFilter(settings.extensions),
+            processor=FileProcessor(settings.default_description),
+            batch_size=settings.batch_size,
+        )
+        summary = reconciler.run()
+    finally:
+        store.close()
+    print(summary.line(), flush=True)
+    return EXIT_FILES_FAILED if summary.failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("INFO")
+    try:
+        overrides = settings_overrides(args)
+        settings = load_settings(overrides, args.env_file)
+        configure_logging(settings.log_level)
+        if "db_url" in overrides and settings.database_url().password:
+            log.warning(
+                "--db-url carries a password that other users can see with ps; "
+                "put IMGWATCH_DB_URL in the env file instead"
+            )
+        if not args.rescan:
+            log.error("the watching daemon is not in this version yet: run `imgwatch --rescan`")
+            return EXIT_USAGE
+        return run_rescan(settings)
+    except ImgwatchError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130

@@ -1,0 +1,200 @@
+"""Settings: environment (prefix `IMGWATCH_`), an optional env file, and CLI flags.
+
+Precedence, highest first: CLI flags, real environment variables, the env file(s),
+the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from imgwatch.errors import ConfigError
+
+ENV_PREFIX = "IMGWATCH_"
+# Looked for in this order when no --env-file is given; a later file overrides an earlier one.
+DEFAULT_ENV_FILES = (Path("/etc/imgwatch/imgwatch.env"), Path("imgwatch.env"))
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")
+SQLITE_FILE_NAME = "imgwatch.db"
+MYSQL_DRIVER = "mysql+pymysql"
+
+
+class Settings(BaseSettings):
+    """Everything imgwatch can be told. Field descriptions double as `--help` text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file_encoding="utf-8",
+        # Other variables in a shared env file are not ours; typos in ours are caught
+        # by unknown_settings() instead.
+        extra="ignore",
+        validate_default=True,
+    )
+
+    image_dir: Path = Field(description="directory tree of images to watch (required)")
+
+    db_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy database URL, e.g. mysql+pymysql://user:pw@host/db or "
+        "sqlite:////var/lib/imgwatch/imgwatch.db; overrides the DB_HOST... fields",
+    )
+    db_host: str | None = Field(default=None, description="MySQL/MariaDB host")
+    db_port: int = Field(default=3306, ge=1, le=65535, description="MySQL/MariaDB port")
+    db_user: str | None = Field(default=None, description="MySQL/MariaDB user")
+    db_password: SecretStr | None = Field(default=None, description="MySQL/MariaDB password")
+    db_name: str | None = Field(default=None, description="MySQL/MariaDB database name")
+
+    wp_api_url: str | None = Field(default=None, description="WordPress media endpoint or site URL")
+    wp_user: str | None = Field(default=None, description="WordPress user name")
+    wp_password: SecretStr | None = Field(
+        default=None, description="WordPress Application Password"
+    )
+
+    extensions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_EXTENSIONS,
+        description="file name endings to pick up, comma-separated, case-insensitive",
+    )
+    default_description: str = Field(
+        default="Image description", description="description given to a new image"
+    )
+    batch_size: int = Field(
+        default=500, ge=1, le=100_000, description="rows written per database transaction"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @field_validator("extensions", mode="before")
+    @classmethod
+    def _split_extensions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace(" ", ",").split(",")
+        if isinstance(value, list | tuple):
+            cleaned = []
+            for item in value:
+                ext = str(item).strip().lower()
+                if ext:
+                    cleaned.append(ext if ext.startswith(".") else "." + ext)
+            if not cleaned:
+                raise ValueError("at least one extension is needed")
+            return tuple(dict.fromkeys(cleaned))
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("db_host", "db_user", "db_name", "wp_api_url", "wp_user", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `IMGWATCH_DB_HOST=` in an env file means "not set", as people expect.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_database_fields(self) -> Settings:
+        discrete = self.db_host or self.db_user or self.db_name or self.db_password
+        if self.db_url is not None and discrete:
+            raise ValueError("set either DB_URL or the DB_HOST/DB_USER/DB_NAME fields, not both")
+        if discrete and not (self.db_host and self.db_user and self.db_name):
+            raise ValueError("DB_HOST, DB_USER and DB_NAME are needed together")
+        return self
+
+    def database_url(self) -> URL:
+        """The SQLAlchemy URL to connect to, built without string formatting."""
+        if self.db_url is not None:
+            try:
+                url = make_url(self.db_url.get_secret_value())
+            except ArgumentError:
+                # The message would quote the URL, password and all.
+                raise ConfigError("invalid setting IMGWATCH_DB_URL: not a database URL") from None
+            return _with_mysql_defaults(url)
+        if self.db_host:
+            return URL.create(
+                MYSQL_DRIVER,
+                username=self.db_user,
+                password=self.db_password.get_secret_value() if self.db_password else None,
+                host=self.db_host,
+                port=self.db_port,
+                database=self.db_name,
+                query={"charset": "utf8mb4"},
+            )
+        return URL.create("sqlite", database=str(default_sqlite_path()))
+
+
+def _with_mysql_defaults(url: URL) -> URL:
+    """Use PyMySQL and utf8mb4 for a MySQL/MariaDB URL that names neither."""
+    if url.get_backend_name() not in {"mysql", "mariadb"}:
+        return url
+    if url.get_driver_name() in {"mysqldb", ""} or "+" not in url.drivername:
+        url = url.set(drivername=f"{url.get_backend_name()}+pymysql")
+    if "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def default_sqlite_path() -> Path:
+    """`$STATE_DIRECTORY/imgwatch.db` under systemd (StateDirectory=), else `./imgwatch.db`."""
+    state = os.environ.get("STATE_DIRECTORY", "")
+    # systemd joins several StateDirectory= entries with ':'; the first one is ours.
+    base = Path(state.split(":")[0]) if state else Path.cwd()
+    return (base / SQLITE_FILE_NAME).absolute()
+
+
+def env_files(explicit: Path | None) -> tuple[Path, ...]:
+    """Which env files to read: the one given, or the default lookup."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"env file {str(explicit)!r} does not exist or is not a file")
+        return (explicit,)
+    return tuple(p for p in DEFAULT_ENV_FILES if p.is_file())
+
+
+def load_settings(overrides: dict[str, Any], env_file: Path | None = None) -> Settings:
+    """Build Settings from the environment, env files and CLI overrides.
+
+    Raises ConfigError with one line per problem; input values are never echoed,
+    so a password that fails validation is not printed.
+    """
+    files = env_files(env_file)
+    unknown = unknown_settings(files)
+    if unknown:
+        raise ConfigError(
+            "invalid settings: " + "; ".join(f"{name} is not a known setting" for name in unknown)
+        )
+    try:
+        return Settings(_env_file=files or None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def unknown_settings(files: tuple[Path, ...]) -> list[str]:
+    """IMGWATCH_ names in the environment or env files that match no setting (typos)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    names = set(os.environ)
+    for path in files:
+        names.update(dotenv_values(path))
+    return sorted(n for n in names if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad setting the way an operator writes it."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = [str(part) for part in err["loc"] if isinstance(part, str)]
+        name = (ENV_PREFIX + loc[0].upper()) if loc else "settings"
+        message = err["msg"]
+        if err["type"] == "missing":
+            message = "is required"
+        problems.append(f"{name} {message}" if loc else message)
+    return "invalid settings: " + "; ".join(problems)

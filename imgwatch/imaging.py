@@ -1,0 +1,137 @@
+"""What a file really is: type from its first bytes, dimensions from its header.
+
+Nothing here trusts the file name. The file is opened once, without following
+a FIFO into a blocking read, hashed in a stream, and never decoded in full.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+# Longest signature below, plus room for the RIFF/WEBP form.
+SNIFF_BYTES = 16
+
+# (prefix, MIME type, Pillow format name)
+_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "image/png", "PNG"),
+    (b"GIF87a", "image/gif", "GIF"),
+    (b"GIF89a", "image/gif", "GIF"),
+    (b"BM", "image/bmp", "BMP"),
+    (b"II*\x00", "image/tiff", "TIFF"),
+    (b"MM\x00*", "image/tiff", "TIFF"),
+)
+
+
+class NotAnImage(Exception):
+    """The file is readable but is not an image we accept; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What was learned from one complete, stable read of a file."""
+
+    sha256: str
+    size_bytes: int
+    mtime_ns: int
+    mime_type: str
+    width: int
+    height: int
+
+
+class FileUnstable(Exception):
+    """The file changed while it was being read: it is still being written."""
+
+
+def sniff(head: bytes) -> tuple[str, str] | None:
+    """(MIME type, Pillow format) for the first bytes of a file, or None."""
+    for prefix, mime, fmt in _SIGNATURES:
+        if head.startswith(prefix):
+            return mime, fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp", "WEBP"
+    return None
+
+
+def describe_content(head: bytes) -> str:
+    """A short, safe description of unknown content, for a rejection reason."""
+    if not head:
+        return "empty"
+    stripped = head.lstrip()
+    if stripped[:1] == b"<":
+        return "looks like HTML/XML text"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "looks like text"
+    return "unknown signature " + head[:8].hex()
+
+
+def inspect_image(path: str) -> ImageFacts:
+    """Read one file and return its facts.
+
+    Raises NotAnImage (reject it), FileUnstable (look again later), or OSError
+    (FileNotFoundError when it vanished, PermissionError when unreadable, other
+    errors from the disk).
+    """
+    # O_NONBLOCK: a FIFO that replaced the file must not block us on open.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as f:
+        before = os.fstat(f.fileno())
+        if not stat.S_ISREG(before.st_mode):
+            raise NotAnImage("not a regular file")
+        if before.st_size == 0:
+            raise NotAnImage("empty file")
+        head = f.read(SNIFF_BYTES)
+        kind = sniff(head)
+        if kind is None:
+            raise NotAnImage(f"not an image: content {describe_content(head)}")
+        mime, fmt = kind
+        f.seek(0)
+        width, height = _dimensions(f, fmt)
+        f.seek(0)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        after = os.fstat(f.fileno())
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise FileUnstable("file changed while it was being read")
+    return ImageFacts(
+        sha256=digest,
+        size_bytes=after.st_size,
+        mtime_ns=after.st_mtime_ns,
+        mime_type=mime,
+        width=width,
+        height=height,
+    )
+
+
+def _dimensions(f: object, fmt: str) -> tuple[int, int]:
+    """Width and height from the header only; Pillow decodes no pixels here."""
+    try:
+        with warnings.catch_warnings():
+            # Over MAX_IMAGE_PIXELS Pillow warns; over twice that it raises. Both are rejections.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f, formats=[fmt]) as img:  # type: ignore[arg-type]
+                width, height = img.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise NotAnImage(f"image too large to process safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise NotAnImage(f"corrupt {fmt} header: the image library cannot read it") from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise NotAnImage(f"corrupt {fmt} header: {exc}") from None
+    except OSError as exc:
+        if exc.errno is None:  # Pillow reports format problems as errno-less OSError
+            raise NotAnImage(f"corrupt {fmt} header: {exc}") from None
+        raise
+    if width <= 0 or height <= 0:
+        raise NotAnImage(f"corrupt {fmt} header: size {width}x{height}")
+    return width, height
+
+
+def is_transient_os_error(exc: OSError) -> bool:
+    """Errors worth trying again later rather than rejecting the file."""
+    return exc.errno in {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.EINTR}

@@ -1,0 +1,105 @@
+"""One file, end to end: from a path on disk to the row that should describe it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import posixpath
+
+from imgwatch.imaging import FileUnstable, NotAnImage, inspect_image, is_transient_os_error
+from imgwatch.store import (
+    DONE,
+    FAILED,
+    FILE_NAME_MAX,
+    PENDING,
+    REJECTED,
+    ImageRecord,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+# How long a file that could not be read for a passing reason waits before the next try.
+RETRY_AFTER = dt.timedelta(minutes=1)
+
+
+def unstorable_reason(file_name: str) -> str | None:
+    """Why a relative name cannot be a `file_name` value, or None if it can."""
+    try:
+        file_name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if len(file_name) > FILE_NAME_MAX:
+        return f"relative path is longer than {FILE_NAME_MAX} characters"
+    return None
+
+
+class FileProcessor:
+    """Turns a file into an ImageRecord: accepted, rejected, or to be retried."""
+
+    def __init__(self, default_description: str) -> None:
+        self.default_description = default_description
+
+    def process(
+        self, file_name: str, path: str, size_bytes: int, mtime_ns: int
+    ) -> ImageRecord | None:
+        """The row for this file, or None if the file vanished before it could be read.
+
+        size_bytes and mtime_ns are what the caller saw; a rejected row keeps them
+        so that the same bad file is not read again until it changes.
+        """
+        title = posixpath.basename(file_name)[:FILE_NAME_MAX]
+        record = ImageRecord(
+            file_name=file_name,
+            title=title,
+            description=self.default_description,
+            status=PENDING,
+        )
+        try:
+            facts = inspect_image(path)
+        except FileNotFoundError:
+            log.debug("vanished before it could be read: %r", file_name)
+            return None
+        except NotAnImage as exc:
+            record.size_bytes, record.mtime_ns = size_bytes, mtime_ns
+            return self._reject(record, str(exc))
+        except FileUnstable as exc:
+            record.last_error = str(exc)
+            log.info("still being written, will look again: %r", file_name)
+            return record
+        except PermissionError:
+            # No size/mtime kept: chmod does not change mtime, so look again next scan.
+            return self._reject(record, "unreadable: permission denied")
+        except OSError as exc:
+            reason = f"read error: {exc.strerror or exc}"
+            if not is_transient_os_error(exc):
+                record.size_bytes, record.mtime_ns = size_bytes, mtime_ns
+                return self._reject(record, reason)
+            record.status = FAILED
+            record.last_error = reason
+            record.next_attempt_at = utcnow() + RETRY_AFTER
+            log.warning("failed %r: %s", file_name, reason)
+            return record
+        record.status = DONE
+        record.sha256 = facts.sha256
+        record.size_bytes = facts.size_bytes
+        record.mtime_ns = facts.mtime_ns
+        record.mime_type = facts.mime_type
+        record.width = facts.width
+        record.height = facts.height
+        log.info(
+            "recorded %r (%s %dx%d, %d bytes)",
+            file_name,
+            facts.mime_type,
+            facts.width,
+            facts.height,
+            facts.size_bytes,
+        )
+        return record
+
+    @staticmethod
+    def _reject(record: ImageRecord, reason: str) -> ImageRecord:
+        record.status = REJECTED
+        record.last_error = reason
+        log.warning("rejected %r: %s", record.file_name, reason)
+        return record

@@ -1,0 +1,215 @@
+"""Reconcile: make the database agree with what is on disk, once.
+
+The same code runs for `imgwatch --rescan`, at daemon start, and periodically.
+Unchanged files (same size and mtime as their `done` or `rejected` row) are
+never opened, so a reconcile of a large, settled archive costs one walk and
+one query.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgwatch.errors import ConfigError
+from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
+from imgwatch.processor import FileProcessor, unstorable_reason
+from imgwatch.store import DONE, FAILED, MISSING, REJECTED, ImageRecord, ImageStore, KnownFile
+
+log = logging.getLogger(__name__)
+
+# Rows that need no work while their file keeps its size and mtime.
+SETTLED = frozenset({DONE, REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    """A candidate image seen by the walk."""
+
+    file_name: str  # relative to the image directory, '/'-separated
+    path: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(slots=True)
+class ScanSummary:
+    """What one reconcile did, for the summary line and the exit code."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    missing: int = 0
+    failed: int = 0
+    busy: int = 0
+    elapsed: float = 0.0
+
+    def line(self) -> str:
+        return (
+            f"rescan: {self.new} new, {self.changed} changed, {self.unchanged} unchanged, "
+            f"{self.rejected} rejected, {self.missing} missing, {self.failed} failed, "
+            f"{self.busy} still being written, in {self.elapsed:.2f}s"
+        )
+
+
+@dataclass(slots=True)
+class _Walk:
+    """Walk state: directories that could not be listed keep their rows from going missing."""
+
+    unreadable_dirs: list[str] = field(default_factory=list)
+
+
+def check_image_dir(image_dir: Path) -> Path:
+    """The image directory, resolved; ConfigError if it is not a readable directory."""
+    try:
+        st = image_dir.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"image directory {str(image_dir)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"image directory {str(image_dir)!r}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"image directory {str(image_dir)!r} is not a directory")
+    if not os.access(image_dir, os.R_OK | os.X_OK):
+        raise ConfigError(f"image directory {str(image_dir)!r} is not readable")
+    return image_dir.resolve()
+
+
+def walk(root: Path, accept: ImageNameFilter, state: _Walk | None = None) -> Iterator[FoundFile]:
+    """Every candidate image under root, depth first, without following directory links."""
+    state = state if state is not None else _Walk()
+    real_root = str(root)
+    stack: list[tuple[str, str]] = [(real_root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if is_hidden_or_temp(entry.name):
+                        continue
+                    rel = prefix + entry.name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, rel + "/"))
+                            continue
+                        if not accept(entry.name):
+                            continue
+                        found = _candidate(entry, rel, real_root)
+                    except OSError as exc:
+                        log.warning("cannot stat %r: %s", rel, exc.strerror)
+                        continue
+                    if found is not None:
+                        yield found
+        except OSError as exc:
+            log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
+            state.unreadable_dirs.append(prefix)
+
+
+def _candidate(entry: os.DirEntry[str], rel: str, real_root: str) -> FoundFile | None:
+    if entry.is_symlink():
+        # A link is followed only to a regular file inside the image directory.
+        target = os.path.realpath(entry.path)
+        if os.path.commonpath([target, real_root]) != real_root:
+            log.debug("skipping %r: links outside the image directory", rel)
+            return None
+        st = Path(target).stat()
+    else:
+        st = entry.stat(follow_symlinks=False)
+    if not stat.S_ISREG(st.st_mode):
+        log.debug("skipping %r: not a regular file", rel)
+        return None
+    return FoundFile(rel, entry.path, st.st_size, st.st_mtime_ns)
+
+
+class Reconciler:
+    """Walks the image directory and brings the images table in line with it."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        image_dir: Path,
+        accept: ImageNameFilter,
+        processor: FileProcessor,
+        batch_size: int,
+    ) -> None:
+        self.store = store
+        self.image_dir = image_dir
+        self.accept = accept
+        self.processor = processor
+        self.batch_size = batch_size
+
+    def run(self) -> ScanSummary:
+        started = time.monotonic()
+        root = check_image_dir(self.image_dir)
+        summary = ScanSummary()
+        known = self.store.known_files()
+        seen: set[str] = set()
+        batch: list[ImageRecord] = []
+        state = _Walk()
+        for found in walk(root, self.accept, state):
+            seen.add(found.file_name)
+            row = known.get(found.file_name)
+            if _is_unchanged(found, row):
+                summary.unchanged += 1
+                continue
+            reason = unstorable_reason(found.file_name)
+            if reason is not None:
+                # No row can hold this name; the log line is the only record.
+                log.warning("rejected %r: %s", found.file_name, reason)
+                summary.rejected += 1
+                continue
+            record = self.processor.process(
+                found.file_name, found.path, found.size_bytes, found.mtime_ns
+            )
+            if record is None:
+                continue
+            self._count(summary, record, is_new=row is None)
+            batch.append(record)
+            if len(batch) >= self.batch_size:
+                self.store.upsert(batch)
+                batch.clear()
+        self.store.upsert(batch)
+        gone = [
+            row.id
+            for name, row in known.items()
+            if name not in seen
+            and row.status != MISSING
+            and not _under_any(name, state.unreadable_dirs)
+        ]
+        if gone:
+            summary.missing = self.store.mark_missing(gone)
+            log.info("%d file(s) gone from disk, marked missing", summary.missing)
+        summary.elapsed = time.monotonic() - started
+        return summary
+
+    @staticmethod
+    def _count(summary: ScanSummary, record: ImageRecord, *, is_new: bool) -> None:
+        if record.status == REJECTED:
+            summary.rejected += 1
+        elif record.status == FAILED:
+            summary.failed += 1
+        elif record.status != DONE:
+            summary.busy += 1
+        elif is_new:
+            summary.new += 1
+        else:
+            summary.changed += 1
+
+
+def _is_unchanged(found: FoundFile, row: KnownFile | None) -> bool:
+    return (
+        row is not None
+        and row.status in SETTLED
+        and row.size_bytes == found.size_bytes
+        and row.mtime_ns == found.mtime_ns
+    )
+
+
+def _under_any(file_name: str, prefixes: list[str]) -> bool:
+    # "" is the root itself: if it could not be listed, nothing is known to be gone.
+    return any(file_name.startswith(p) for p in prefixes)

@@ -1,0 +1,311 @@
+"""The `images` table: definition, adoption of the original service's table, writes.
+
+Only this module speaks SQL. It works the same on SQLite and MySQL/MariaDB; the
+few dialect differences (upsert syntax, collation, pragmas) are kept here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.schema import CreateColumn
+
+from imgwatch.errors import ConfigError, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# A row's place in its life; see ARCHITECTURE.md "A file's life".
+PENDING = "pending"
+UPLOADING = "uploading"
+DONE = "done"
+FAILED = "failed"
+REJECTED = "rejected"
+MISSING = "missing"
+STATUSES = (PENDING, UPLOADING, DONE, FAILED, REJECTED, MISSING)
+
+FILE_NAME_MAX = 255
+# MySQL errors that mean the settings are wrong, not that the server is down:
+# 1044/1045 access denied, 1049 unknown database.
+_MYSQL_CONFIG_ERRORS = {1044, 1045, 1049}
+# Rows per statement when touching many ids at once (keeps IN (...) lists small).
+_ID_CHUNK = 1000
+
+# file_name is compared byte for byte on MySQL too: with the default
+# case-insensitive collation `a.JPG` and `a.jpg` would collide, unlike on SQLite.
+_FileName = String(FILE_NAME_MAX).with_variant(
+    mysql.VARCHAR(FILE_NAME_MAX, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+
+metadata = MetaData()
+
+images = Table(
+    "images",
+    metadata,
+    # The original service's five columns, unchanged.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("file_name", _FileName, nullable=False, unique=True),
+    Column("title", String(255)),
+    Column("description", Text),
+    Column("wp_url", String(255)),
+    # What the daemon adds; all nullable or defaulted so they can be added to a filled table.
+    Column("sha256", CHAR(64)),
+    Column("size_bytes", BigInteger),
+    Column("mtime_ns", BigInteger),
+    Column("mime_type", String(64)),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("wp_media_id", BigInteger),
+    Column("status", String(16), nullable=False, server_default=PENDING),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("next_attempt_at", DateTime),
+    Column("created_at", DateTime),
+    Column("updated_at", DateTime),
+    Index("ix_images_status", "status"),
+    Index("ix_images_sha256", "sha256"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+ORIGINAL_COLUMNS = ("id", "file_name", "title", "description", "wp_url")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, as stored in DATETIME columns on both backends."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class KnownFile(NamedTuple):
+    """The part of a row the scanner compares with the disk."""
+
+    id: int
+    size_bytes: int | None
+    mtime_ns: int | None
+    status: str
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    """One file's row as the scanner wants it written."""
+
+    file_name: str
+    title: str | None
+    description: str | None
+    status: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    mime_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    last_error: str | None = None
+    next_attempt_at: dt.datetime | None = None
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The driver's own words, first line only (no SQL, no parameters, no URL)."""
+    orig = getattr(exc, "orig", None) or exc
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}".splitlines()[0]
+    return (str(orig).splitlines() or [type(orig).__name__])[0]
+
+
+def _mysql_error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+class ImageStore:
+    """The images table on one database."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.display_url = url.render_as_string(hide_password=True)
+        self.engine = _create_engine(url)
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in {"sqlite", "mysql", "mariadb"}:
+            raise ConfigError(f"unsupported database {self.dialect!r}: use SQLite or MySQL/MariaDB")
+
+    def open(self) -> None:
+        """Connect, then create the table or adopt an existing one. Safe to repeat."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(select(1))
+                self._create_or_adopt(conn)
+        except DBAPIError as exc:
+            self.engine.dispose()
+            reason = describe_db_error(exc)
+            if self.dialect == "sqlite" or _mysql_error_code(exc) in _MYSQL_CONFIG_ERRORS:
+                raise ConfigError(f"cannot use database {self.display_url}: {reason}") from None
+            raise DatabaseUnavailable(
+                f"database {self.display_url} is unreachable: {reason}"
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _create_or_adopt(self, conn: Connection) -> None:
+        insp = inspect(conn)
+        if not insp.has_table(images.name):
+            metadata.create_all(conn)
+            log.info("created table images in %s", self.display_url)
+            return
+        present = {c["name"] for c in insp.get_columns(images.name)}
+        if "file_name" not in present:
+            raise ConfigError(
+                f"table images in {self.display_url} has no file_name column: "
+                "it is not an imgwatch table, refusing to change it"
+            )
+        added = []
+        for column in images.columns:
+            if column.name not in present:
+                ddl = CreateColumn(column).compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {images.name} ADD COLUMN {ddl}"))
+                added.append(column.name)
+        indexes = {ix["name"] for ix in insp.get_indexes(images.name)}
+        for index in images.indexes:
+            if index.name not in indexes:
+                index.create(conn)
+        if added:
+            log.info("adopted existing table images: added columns %s", ", ".join(added))
+
+    # --- reads -----------------------------------------------------------------
+
+    def known_files(self) -> dict[str, KnownFile]:
+        """Every row's comparison fields, in one query."""
+        c = images.c
+        query = select(c.file_name, c.id, c.size_bytes, c.mtime_ns, c.status)
+        with self.engine.connect() as conn:
+            return {
+                row.file_name: KnownFile(row.id, row.size_bytes, row.mtime_ns, row.status)
+                for row in conn.execute(query)
+            }
+
+    def counts_by_status(self) -> dict[str, int]:
+        query = select(images.c.status, func.count()).group_by(images.c.status)
+        with self.engine.connect() as conn:
+            return {row[0]: row[1] for row in conn.execute(query)}
+
+    def get(self, file_name: str) -> dict[str, Any] | None:
+        """One row as a dict, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images).where(images.c.file_name == file_name)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def all_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(images).order_by(images.c.id))]
+
+    # --- writes ----------------------------------------------------------------
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        """Insert or update many rows keyed on file_name, in one transaction.
+
+        A title or description already in the row is kept: people edit them.
+        """
+        if not records:
+            return
+        now = utcnow()
+        rows = [{**asdict(r), "created_at": now, "updated_at": now, "attempts": 0} for r in records]
+        with self.engine.begin() as conn:
+            conn.execute(self._upsert_statement(), rows)
+
+    def _upsert_statement(self) -> Any:
+        c = images.c
+        stmt: Any
+        if self.dialect == "sqlite":
+            stmt = sqlite.insert(images)
+            new = stmt.excluded
+        else:
+            stmt = mysql.insert(images)
+            new = stmt.inserted
+        changes = {
+            "sha256": new.sha256,
+            "size_bytes": new.size_bytes,
+            "mtime_ns": new.mtime_ns,
+            "mime_type": new.mime_type,
+            "width": new.width,
+            "height": new.height,
+            "status": new.status,
+            "attempts": new.attempts,
+            "last_error": new.last_error,
+            "next_attempt_at": new.next_attempt_at,
+            "updated_at": new.updated_at,
+            "title": func.coalesce(c.title, new.title),
+            "description": func.coalesce(c.description, new.description),
+            "created_at": func.coalesce(c.created_at, new.created_at),
+        }
+        if self.dialect == "sqlite":
+            return stmt.on_conflict_do_update(index_elements=[c.file_name], set_=changes)
+        return stmt.on_duplicate_key_update(changes)
+
+    def mark_missing(self, ids: Iterable[int]) -> int:
+        """Rows whose file is gone: status `missing`, everything else kept."""
+        count = 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids), _ID_CHUNK):
+                result = conn.execute(
+                    update(images)
+                    .where(images.c.id.in_(chunk))
+                    .values(status=MISSING, updated_at=now)
+                )
+                count += result.rowcount
+        return count
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _create_engine(url: URL) -> Engine:
+    try:
+        if url.get_backend_name() == "sqlite":
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        # pre_ping: a connection the server dropped overnight is replaced, not reported.
+        return create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise ConfigError(f"cannot use database URL: {describe_db_error(exc)}") from None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: readers never block the writer, and a crash cannot corrupt the file.
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()

@@ -1,0 +1,68 @@
+"""Shared fixtures: the throwaway MariaDB, a fresh database per test on each backend."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from imgwatch.store import ImageStore
+from tests.servers import MariaDB, ServerUnavailable
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(reason: str) -> None:
+    # In CI a missing server is a broken pipeline, not a reason to pass quietly.
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    server = MariaDB(Path(tempfile.mkdtemp(prefix="imgwatch-mariadb-")))
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        server.stop()
+        _unavailable(f"MariaDB is not available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> URL:
+    """A URL to an empty database, once for SQLite and once for the real MariaDB."""
+    if request.param == "sqlite":
+        return URL.create("sqlite", database=str(tmp_path / "imgwatch.db"))
+    server: MariaDB = request.getfixturevalue("mariadb")
+    return server.create_database()
+
+
+@pytest.fixture
+def store(db_url: URL) -> Iterator[ImageStore]:
+    s = ImageStore(db_url)
+    s.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "images"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests see only the IMGWATCH_ settings they set, and no env file from the cwd."""
+    for key in list(os.environ):
+        if key.startswith("IMGWATCH_") or key in {"STATE_DIRECTORY", "JOURNAL_STREAM"}:
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)

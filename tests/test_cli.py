@@ -1,0 +1,232 @@
+"""`imgwatch --rescan` as a person runs it: a real process, real files, real databases."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+from imgwatch import cli, imaging
+from imgwatch.store import DONE, FAILED, MISSING, ImageStore
+from tests.imagefiles import write_image
+from tests.servers import HOSTILE_PASSWORD, MariaDB, free_port
+from tests.test_store import ORIGINAL_DDL, ORIGINAL_ROWS
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGWATCH_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "imgwatch", *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def mysql_env(url: URL) -> dict[str, str]:
+    """The original service's discrete settings, as an operator would write them."""
+    return {
+        "IMGWATCH_DB_HOST": str(url.host),
+        "IMGWATCH_DB_PORT": str(url.port),
+        "IMGWATCH_DB_USER": str(url.username),
+        "IMGWATCH_DB_PASSWORD": str(url.password),
+        "IMGWATCH_DB_NAME": str(url.database),
+    }
+
+
+def test_rescan_on_default_sqlite(tmp_path: Path, image_dir: Path) -> None:
+    write_image(image_dir / "a.jpg")
+    write_image(image_dir / "sub" / "b.png")
+    (image_dir / "bad.gif").write_text("hello")
+    result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("rescan: 2 new, 0 changed, 0 unchanged, 1 rejected")
+    assert "Traceback" not in result.stderr
+    assert "rejected 'bad.gif': not an image: content looks like text" in result.stderr
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
+    assert sorted(store.known_files()) == ["a.jpg", "bad.gif", "sub/b.png"]
+    store.close()
+    again = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path)
+    assert again.stdout.startswith("rescan: 0 new, 0 changed, 3 unchanged")
+
+
+def test_missing_image_dir_exits_78_without_creating_a_database(tmp_path: Path) -> None:
+    result = run("--rescan", "--image-dir", str(tmp_path / "nope"), cwd=tmp_path)
+    assert result.returncode == 78
+    assert "image directory" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "imgwatch.db").exists()
+
+
+def test_image_dir_that_is_a_file_exits_78(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = run("--rescan", "--image-dir", str(tmp_path / "file"), cwd=tmp_path)
+    assert result.returncode == 78
+    assert "is not a directory" in result.stderr
+
+
+def test_invalid_settings_exit_78_with_one_line(tmp_path: Path) -> None:
+    result = run("--rescan", cwd=tmp_path, env={"IMGWATCH_BATCH_SIZE": "lots"})
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "IMGWATCH_IMAGE_DIR is required" in lines[0]
+    assert "IMGWATCH_BATCH_SIZE" in lines[0]
+
+
+def test_no_mode_is_a_usage_error_for_now(tmp_path: Path, image_dir: Path) -> None:
+    result = run("--image-dir", str(image_dir), cwd=tmp_path)
+    assert result.returncode == 64
+    assert "--rescan" in result.stderr
+
+
+def test_help_lists_every_setting_and_takes_passwords_only_from_files() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for flag in ["--image-dir", "--db-url", "--db-host", "--db-port", "--db-user", "--db-name"]:
+        assert flag in result.stdout
+    for flag in ["--wp-api-url", "--wp-user", "--extensions", "--default-description"]:
+        assert flag in result.stdout
+    assert "--db-password-file" in result.stdout and "--wp-password-file" in result.stdout
+    assert "--db-password " not in result.stdout
+
+
+def test_env_file_flag(tmp_path: Path, image_dir: Path) -> None:
+    write_image(image_dir / "a.jpg")
+    env = tmp_path / "site.env"
+    env.write_text(
+        f"IMGWATCH_IMAGE_DIR={image_dir}\nIMGWATCH_DB_URL=sqlite:///{tmp_path}/other.db\n"
+    )
+    result = run("--rescan", "--env-file", str(env), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "other.db").exists()
+
+
+def test_rescan_on_mariadb_with_hostile_password(
+    mariadb: MariaDB, tmp_path: Path, image_dir: Path
+) -> None:
+    url = mariadb.create_database(HOSTILE_PASSWORD)
+    write_image(image_dir / "a.jpg")
+    write_image(image_dir / "caf\u00e9 \U0001f600.png")
+    result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path, env=mysql_env(url))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("rescan: 2 new")
+    assert HOSTILE_PASSWORD not in result.stderr + result.stdout
+    store = ImageStore(url)
+    assert sorted(store.known_files()) == ["a.jpg", "caf\u00e9 \U0001f600.png"]
+    store.close()
+
+
+def test_password_file_flag(mariadb: MariaDB, tmp_path: Path, image_dir: Path) -> None:
+    url = mariadb.create_database("from-a-file")
+    secret = tmp_path / "db.pw"
+    secret.write_text("from-a-file\n")
+    env = mysql_env(url)
+    del env["IMGWATCH_DB_PASSWORD"]
+    result = run(
+        "--rescan", "--image-dir", str(image_dir), "--db-password-file", str(secret), env=env
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_adopts_the_original_services_table(
+    mariadb: MariaDB, tmp_path: Path, image_dir: Path
+) -> None:
+    url = mariadb.create_database()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(ORIGINAL_DDL))
+        for row in ORIGINAL_ROWS:
+            conn.execute(
+                text(
+                    "INSERT INTO images (file_name, title, description, wp_url) "
+                    "VALUES (:file_name, :title, :description, :wp_url)"
+                ),
+                row,
+            )
+    engine.dispose()
+    write_image(image_dir / "a.jpg")  # b.png is gone from disk
+    write_image(image_dir / "new.gif")
+    result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path, env=mysql_env(url))
+    assert result.returncode == 0, result.stderr
+    assert "1 new, 1 changed" in result.stdout and "1 missing" in result.stdout
+    store = ImageStore(url)
+    a, b = store.get("a.jpg"), store.get("b.png")
+    assert a is not None and b is not None
+    assert (a["title"], a["description"], a["wp_url"], a["status"]) == (
+        "Sunset",
+        "Edited",
+        "https://x/a.jpg",
+        DONE,
+    )
+    assert (b["status"], b["title"]) == (MISSING, "b.png")
+    store.close()
+
+
+def test_unreachable_database_exits_75_and_hides_the_password(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    env = {
+        "IMGWATCH_DB_HOST": "127.0.0.1",
+        "IMGWATCH_DB_PORT": str(free_port()),
+        "IMGWATCH_DB_USER": "u",
+        "IMGWATCH_DB_PASSWORD": "hunter2-secret",
+        "IMGWATCH_DB_NAME": "d",
+    }
+    result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path, env=env)
+    assert result.returncode == 75
+    assert "unreachable" in result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_database_password_exits_78(
+    mariadb: MariaDB, tmp_path: Path, image_dir: Path
+) -> None:
+    env = mysql_env(mariadb.create_database())
+    env["IMGWATCH_DB_PASSWORD"] = "not-the-password"
+    result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path, env=env)
+    assert result.returncode == 78
+    assert "Access denied" in result.stderr
+    assert "not-the-password" not in result.stderr
+
+
+def test_failed_file_makes_rescan_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    image_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_image(image_dir / "good.jpg")
+    write_image(image_dir / "flaky.jpg")
+    real = imaging.inspect_image
+
+    # A disk I/O error cannot be made on demand; it is raised where the read happens.
+    def inspect(path: str) -> Any:
+        if path.endswith("flaky.jpg"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr("imgwatch.processor.inspect_image", inspect)
+    assert cli.main(["--rescan", "--image-dir", str(image_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "1 new" in out and "1 failed" in out
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
+    row = store.get("flaky.jpg")
+    assert row is not None
+    assert (row["status"], row["last_error"]) == (FAILED, "read error: Input/output error")
+    assert row["next_attempt_at"] is not None
+    store.close()

@@ -1,0 +1,228 @@
+"""Reconcile against SQLite and the real MariaDB, with real image files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from imgwatch.filters import ImageNameFilter
+from imgwatch.processor import FileProcessor
+from imgwatch.scanner import Reconciler, ScanSummary, walk
+from imgwatch.store import DONE, MISSING, REJECTED, ImageStore
+from tests.imagefiles import sha256_of, write_image
+
+
+def reconcile(store: ImageStore, image_dir: Path, batch_size: int = 500) -> ScanSummary:
+    return Reconciler(
+        store=store,
+        image_dir=image_dir,
+        accept=ImageNameFilter((".jpg", ".jpeg", ".png", ".gif")),
+        processor=FileProcessor("Image description"),
+        batch_size=batch_size,
+    ).run()
+
+
+def test_records_new_images_with_facts(store: ImageStore, image_dir: Path) -> None:
+    jpg = write_image(image_dir / "a.jpg", 40, 30)
+    write_image(image_dir / "nested" / "deeper" / "b.PNG", 5, 7)
+    write_image(image_dir / "c.gif", 2, 3)
+    summary = reconcile(store, image_dir)
+    assert (summary.new, summary.changed, summary.rejected, summary.failed) == (3, 0, 0, 0)
+    row = store.get("a.jpg")
+    assert row is not None
+    assert row["status"] == DONE
+    assert row["sha256"] == sha256_of(jpg)
+    assert row["size_bytes"] == jpg.stat().st_size
+    assert row["mtime_ns"] == jpg.stat().st_mtime_ns
+    assert (row["mime_type"], row["width"], row["height"]) == ("image/jpeg", 40, 30)
+    assert (row["title"], row["description"]) == ("a.jpg", "Image description")
+    nested = store.get("nested/deeper/b.PNG")
+    assert nested is not None
+    assert (nested["title"], nested["mime_type"]) == ("b.PNG", "image/png")
+    gif = store.get("c.gif")
+    assert gif is not None
+    assert (gif["mime_type"], gif["width"], gif["height"]) == ("image/gif", 2, 3)
+
+
+def test_skips_hidden_temp_and_other_extensions(store: ImageStore, image_dir: Path) -> None:
+    write_image(image_dir / "keep.jpg")
+    for name in [".hidden.jpg", "x.jpg.part", "y.tmp", "z.jpg.crdownload", "w.jpg~", ".#v.jpg"]:
+        write_image(image_dir / name)
+    write_image(image_dir / ".git" / "inside.jpg")
+    write_image(image_dir / "notes.txt")
+    write_image(image_dir / ".a.jpg.Xy12Ab")  # rsync's temp name
+    reconcile(store, image_dir)
+    assert list(store.known_files()) == ["keep.jpg"]
+
+
+def test_unchanged_files_are_not_read_again(store: ImageStore, image_dir: Path) -> None:
+    path = write_image(image_dir / "a.jpg", color="red")
+    reconcile(store, image_dir)
+    first = store.get("a.jpg")
+    assert first is not None
+    # Same size and mtime, different bytes: only a re-read would notice.
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    summary = reconcile(store, image_dir)
+    assert (summary.unchanged, summary.changed, summary.new) == (1, 0, 0)
+    again = store.get("a.jpg")
+    assert again is not None
+    assert again["sha256"] == first["sha256"] != sha256_of(path)
+
+
+def test_changed_file_is_read_again(store: ImageStore, image_dir: Path) -> None:
+    path = write_image(image_dir / "a.jpg", 10, 10)
+    reconcile(store, image_dir)
+    write_image(path, 20, 10, color="blue")
+    os.utime(path, ns=(1, path.stat().st_mtime_ns + 1_000_000))
+    summary = reconcile(store, image_dir)
+    assert (summary.changed, summary.new) == (1, 0)
+    row = store.get("a.jpg")
+    assert row is not None
+    assert (row["sha256"], row["width"]) == (sha256_of(path), 20)
+
+
+def test_text_saved_as_jpg_is_rejected_with_reason(store: ImageStore, image_dir: Path) -> None:
+    (image_dir / "page.jpg").write_text("<html><body>not an image</body></html>")
+    (image_dir / "empty.png").write_bytes(b"")
+    (image_dir / "junk.gif").write_bytes(b"\x00\x01\x02\x03" * 10)
+    write_image(image_dir / "good.jpg")
+    summary = reconcile(store, image_dir)
+    assert (summary.new, summary.rejected) == (1, 3)
+    reasons = {name: (store.get(name) or {}).get("last_error") for name in store.known_files()}
+    assert "HTML" in str(reasons["page.jpg"])
+    assert reasons["empty.png"] == "empty file"
+    assert "unknown signature" in str(reasons["junk.gif"])
+    assert store.counts_by_status() == {DONE: 1, REJECTED: 3}
+    # A rejected file is not read again until it changes.
+    assert reconcile(store, image_dir).unchanged == 4
+
+
+def test_png_content_named_jpg_records_real_type(store: ImageStore, image_dir: Path) -> None:
+    write_image(image_dir / "real.png")
+    (image_dir / "real.png").rename(image_dir / "fake.jpg")
+    reconcile(store, image_dir)
+    row = store.get("fake.jpg")
+    assert row is not None
+    assert (row["status"], row["mime_type"]) == (DONE, "image/png")
+
+
+def test_gone_files_become_missing_and_keep_their_row(store: ImageStore, image_dir: Path) -> None:
+    write_image(image_dir / "a.jpg")
+    write_image(image_dir / "sub" / "b.jpg")
+    reconcile(store, image_dir)
+    with store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE images SET wp_url='https://wp/b.jpg' WHERE file_name='sub/b.jpg'")
+        )
+    (image_dir / "sub" / "b.jpg").unlink()
+    summary = reconcile(store, image_dir)
+    assert summary.missing == 1
+    row = store.get("sub/b.jpg")
+    assert row is not None
+    assert (row["status"], row["wp_url"]) == (MISSING, "https://wp/b.jpg")
+    # Already missing: not counted again. Back on disk: recorded again.
+    assert reconcile(store, image_dir).missing == 0
+    write_image(image_dir / "sub" / "b.jpg")
+    assert reconcile(store, image_dir).changed == 1
+    assert (store.get("sub/b.jpg") or {})["status"] == DONE
+
+
+def test_adopted_rows_are_reconciled_and_keep_their_text(
+    store: ImageStore, image_dir: Path
+) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO images (file_name, title, description, wp_url) VALUES "
+                "('old.jpg', 'Old title', 'Old text', 'https://wp/old.jpg'), "
+                "('gone.jpg', 'Gone', 'Image description', NULL)"
+            )
+        )
+    path = write_image(image_dir / "old.jpg")
+    summary = reconcile(store, image_dir)
+    assert (summary.changed, summary.missing, summary.new) == (1, 1, 0)
+    row = store.get("old.jpg")
+    assert row is not None
+    assert (row["title"], row["description"], row["wp_url"]) == (
+        "Old title",
+        "Old text",
+        "https://wp/old.jpg",
+    )
+    assert (row["status"], row["sha256"]) == (DONE, sha256_of(path))
+    assert (store.get("gone.jpg") or {})["status"] == MISSING
+
+
+def test_many_files_in_small_batches(store: ImageStore, image_dir: Path) -> None:
+    source = write_image(image_dir / "seed.jpg").read_bytes()
+    for i in range(250):
+        (image_dir / f"d{i % 7}" / f"{i:04d}.jpg").parent.mkdir(exist_ok=True)
+        (image_dir / f"d{i % 7}" / f"{i:04d}.jpg").write_bytes(source)
+    summary = reconcile(store, image_dir, batch_size=40)
+    assert summary.new == 251
+    assert store.counts_by_status() == {DONE: 251}
+
+
+def test_odd_names_are_recorded_exactly(store: ImageStore, image_dir: Path) -> None:
+    names = ["with space.jpg", 'quote\'s "d".jpg', "100%.jpg", "caf\u00e9.jpg", "\U0001f600.png"]
+    for name in names:
+        write_image(image_dir / name)
+    reconcile(store, image_dir)
+    assert sorted(store.known_files()) == sorted(names)
+
+
+def test_unstorable_names_are_logged_not_fatal(
+    store: ImageStore, image_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_image(image_dir / "ok.jpg")
+    long_dir = image_dir / ("d" * 200)
+    write_image(long_dir / ("n" * 60 + ".jpg"))
+    raw = os.fsencode(image_dir) + b"/bad\xff.jpg"
+    with open(raw, "wb") as f:
+        f.write(write_image(image_dir / "tmp.png").read_bytes())
+    (image_dir / "tmp.png").unlink()
+    summary = reconcile(store, image_dir)
+    assert (summary.new, summary.rejected) == (1, 2)
+    assert list(store.known_files()) == ["ok.jpg"]
+    assert "not valid UTF-8" in caplog.text
+    assert "longer than 255" in caplog.text
+
+
+def test_links_are_followed_only_inside_the_tree(tmp_path: Path, image_dir: Path) -> None:
+    outside = write_image(tmp_path / "outside.jpg")
+    inside = write_image(image_dir / "real.jpg")
+    (image_dir / "to-outside.jpg").symlink_to(outside)
+    (image_dir / "to-inside.jpg").symlink_to(inside)
+    (image_dir / "loop").symlink_to(image_dir)  # a directory link is never descended
+    (image_dir / "loop.jpg").symlink_to(image_dir)  # a link to a directory is not a file
+    found = sorted(f.file_name for f in walk(image_dir, ImageNameFilter([".jpg"])))
+    assert found == ["real.jpg", "to-inside.jpg"]
+
+
+def test_unreadable_directory_does_not_mark_its_files_missing(
+    store: ImageStore, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image(image_dir / "locked" / "a.jpg")
+    write_image(image_dir / "open" / "b.jpg")
+    reconcile(store, image_dir)
+    (image_dir / "open" / "b.jpg").unlink()
+    real_scandir = os.scandir
+    locked = str(image_dir.resolve() / "locked")
+
+    # chmod 000 does not stop root, so the refusal is simulated at the system call.
+    def scandir(path: str) -> object:
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    summary = reconcile(store, image_dir)
+    assert summary.missing == 1
+    assert (store.get("locked/a.jpg") or {})["status"] == DONE
+    assert (store.get("open/b.jpg") or {})["status"] == MISSING

@@ -1,0 +1,193 @@
+"""The images table on SQLite and on the real MariaDB: creation, adoption, upserts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import URL
+
+from imgwatch.errors import ConfigError, DatabaseUnavailable
+from imgwatch.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore, images
+
+# The original service's DDL, as its documentation gives it (MySQL flavour).
+ORIGINAL_DDL = """
+CREATE TABLE images (
+    id INT AUTO_INCREMENT PRIMARY KEY,
+    file_name VARCHAR(255) NOT NULL UNIQUE,
+    title VARCHAR(255),
+    description TEXT,
+    wp_url VARCHAR(255)
+)
+"""
+ORIGINAL_DDL_SQLITE = """
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_name VARCHAR(255) NOT NULL UNIQUE,
+    title VARCHAR(255),
+    description TEXT,
+    wp_url VARCHAR(255)
+)
+"""
+ORIGINAL_ROWS: list[dict[str, Any]] = [
+    {"file_name": "a.jpg", "title": "Sunset", "description": "Edited", "wp_url": "https://x/a.jpg"},
+    {"file_name": "b.png", "title": "b.png", "description": "Image description", "wp_url": None},
+]
+
+
+def record(name: str, **fields: Any) -> ImageRecord:
+    base: dict[str, Any] = {
+        "file_name": name,
+        "title": name,
+        "description": "Image description",
+        "status": DONE,
+        "sha256": "0" * 64,
+        "size_bytes": 10,
+        "mtime_ns": 1_700_000_000_000_000_000,
+        "mime_type": "image/jpeg",
+        "width": 3,
+        "height": 2,
+    }
+    base.update(fields)
+    return ImageRecord(**base)
+
+
+def make_original_table(url: URL) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        ddl = ORIGINAL_DDL_SQLITE if url.get_backend_name() == "sqlite" else ORIGINAL_DDL
+        conn.execute(text(ddl))
+        for row in ORIGINAL_ROWS:
+            conn.execute(
+                text(
+                    "INSERT INTO images (file_name, title, description, wp_url) "
+                    "VALUES (:file_name, :title, :description, :wp_url)"
+                ),
+                row,
+            )
+    engine.dispose()
+
+
+def test_creates_table_with_all_columns(store: ImageStore) -> None:
+    cols = {c["name"] for c in inspect(store.engine).get_columns("images")}
+    assert cols == {c.name for c in images.columns}
+    index_names = {ix["name"] for ix in inspect(store.engine).get_indexes("images")}
+    assert "ix_images_status" in index_names
+
+
+def test_upsert_inserts_then_updates_one_row(store: ImageStore) -> None:
+    store.upsert([record("a.jpg")])
+    first = store.get("a.jpg")
+    assert first is not None
+    store.upsert([record("a.jpg", sha256="f" * 64, size_bytes=99, width=7)])
+    rows = store.all_rows()
+    assert len(rows) == 1
+    assert rows[0]["id"] == first["id"]
+    assert (rows[0]["sha256"], rows[0]["size_bytes"], rows[0]["width"]) == ("f" * 64, 99, 7)
+    assert rows[0]["created_at"] == first["created_at"]
+
+
+def test_upsert_keeps_a_title_a_person_edited(store: ImageStore) -> None:
+    store.upsert([record("a.jpg")])
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE images SET title='My title', description='Mine'"))
+    store.upsert([record("a.jpg", size_bytes=11)])
+    row = store.get("a.jpg")
+    assert row is not None
+    assert (row["title"], row["description"], row["size_bytes"]) == ("My title", "Mine", 11)
+
+
+def test_batch_of_many_rows_in_one_call(store: ImageStore) -> None:
+    store.upsert([record(f"dir/{i:05d}.jpg") for i in range(1200)])
+    assert store.counts_by_status() == {DONE: 1200}
+    store.upsert([record(f"dir/{i:05d}.jpg", status=REJECTED) for i in range(0, 1200, 2)])
+    assert store.counts_by_status() == {DONE: 600, REJECTED: 600}
+
+
+def test_file_names_are_case_and_unicode_exact(store: ImageStore) -> None:
+    names = ["a.jpg", "A.JPG", "caf\u00e9.jpg", "cafe\u0301.jpg", "\U0001f600 smile.png"]
+    store.upsert([record(n) for n in names])
+    assert sorted(store.known_files()) == sorted(names)
+
+
+def test_mark_missing_keeps_row_and_url(store: ImageStore) -> None:
+    store.upsert([record("a.jpg"), record("b.jpg")])
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE images SET wp_url='https://wp/a.jpg' WHERE file_name='a.jpg'"))
+    known = store.known_files()
+    assert store.mark_missing([known["a.jpg"].id]) == 1
+    row = store.get("a.jpg")
+    assert row is not None
+    assert (row["status"], row["wp_url"], row["sha256"]) == (MISSING, "https://wp/a.jpg", "0" * 64)
+    assert store.known_files()["b.jpg"].status == DONE
+
+
+def test_adopts_original_table_without_touching_rows(db_url: URL) -> None:
+    make_original_table(db_url)
+    store = ImageStore(db_url)
+    store.open()
+    try:
+        cols = {c["name"] for c in inspect(store.engine).get_columns("images")}
+        assert cols == {c.name for c in images.columns}
+        rows = store.all_rows()
+        for got, want in zip(rows, ORIGINAL_ROWS, strict=True):
+            assert {k: got[k] for k in want} == want
+        assert [r["status"] for r in rows] == ["pending", "pending"]
+        assert [r["attempts"] for r in rows] == [0, 0]
+        before = store.all_rows()
+    finally:
+        store.close()
+    again = ImageStore(db_url)
+    again.open()  # second start: nothing to add, nothing changes
+    try:
+        assert again.all_rows() == before
+    finally:
+        again.close()
+
+
+def test_refuses_a_foreign_images_table(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE images (id INTEGER PRIMARY KEY, path VARCHAR(10))"))
+    engine.dispose()
+    with pytest.raises(ConfigError, match="not an imgwatch table"):
+        ImageStore(db_url).open()
+
+
+@pytest.mark.usefixtures("mariadb")
+def test_mariadb_unreachable_is_database_unavailable() -> None:
+    from tests.servers import free_port
+
+    url = URL.create(
+        "mysql+pymysql", username="u", password="secret-pw", host="127.0.0.1", port=free_port()
+    )
+    with pytest.raises(DatabaseUnavailable) as info:
+        ImageStore(url).open()
+    assert "secret-pw" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_mariadb_wrong_password_is_config_error(mariadb: Any) -> None:
+    url = mariadb.create_database().set(password="wrong-pw")
+    with pytest.raises(ConfigError, match="Access denied") as info:
+        ImageStore(url).open()
+    assert "wrong-pw" not in str(info.value)
+
+
+def test_mariadb_table_is_utf8mb4_with_exact_file_names(mariadb: Any) -> None:
+    url = mariadb.create_database()
+    store = ImageStore(url)
+    store.open()
+    try:
+        with store.engine.connect() as conn:
+            collation = conn.execute(
+                text(
+                    "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+                    "WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='images' "
+                    "AND COLUMN_NAME='file_name'"
+                )
+            ).scalar_one()
+        assert collation == "utf8mb4_bin"
+    finally:
+        store.close()
