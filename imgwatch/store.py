@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -200,11 +201,21 @@ class ImageStore:
 
     # --- reads -----------------------------------------------------------------
 
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Database errors after open() become one DatabaseUnavailable line."""
+        try:
+            yield
+        except DBAPIError as exc:
+            raise DatabaseUnavailable(
+                f"database {self.display_url}: {action} failed: {describe_db_error(exc)}"
+            ) from None
+
     def known_files(self) -> dict[str, KnownFile]:
         """Every row's comparison fields, in one query."""
         c = images.c
         query = select(c.file_name, c.id, c.size_bytes, c.mtime_ns, c.status)
-        with self.engine.connect() as conn:
+        with self._guard("reading known files"), self.engine.connect() as conn:
             return {
                 row.file_name: KnownFile(row.id, row.size_bytes, row.mtime_ns, row.status)
                 for row in conn.execute(query)
@@ -212,7 +223,7 @@ class ImageStore:
 
     def counts_by_status(self) -> dict[str, int]:
         query = select(images.c.status, func.count()).group_by(images.c.status)
-        with self.engine.connect() as conn:
+        with self._guard("counting rows"), self.engine.connect() as conn:
             return {row[0]: row[1] for row in conn.execute(query)}
 
     def get(self, file_name: str) -> dict[str, Any] | None:
@@ -236,7 +247,7 @@ class ImageStore:
             return
         now = utcnow()
         rows = [{**asdict(r), "created_at": now, "updated_at": now, "attempts": 0} for r in records]
-        with self.engine.begin() as conn:
+        with self._guard("writing rows"), self.engine.begin() as conn:
             conn.execute(self._upsert_statement(), rows)
 
     def _upsert_statement(self) -> Any:
@@ -272,7 +283,7 @@ class ImageStore:
         """Rows whose file is gone: status `missing`, everything else kept."""
         count = 0
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._guard("marking rows missing"), self.engine.begin() as conn:
             for chunk in _chunks(list(ids), _ID_CHUNK):
                 result = conn.execute(
                     update(images)

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from imgwatch import cli, imaging
 from imgwatch.store import DONE, FAILED, MISSING, ImageStore
 from tests.imagefiles import write_image
 from tests.servers import HOSTILE_PASSWORD, MariaDB, free_port
-from tests.test_store import ORIGINAL_DDL, ORIGINAL_ROWS
+from tests.test_store import make_original_table
 
 
 def run(
@@ -146,18 +145,7 @@ def test_adopts_the_original_services_table(
     mariadb: MariaDB, tmp_path: Path, image_dir: Path
 ) -> None:
     url = mariadb.create_database()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(ORIGINAL_DDL))
-        for row in ORIGINAL_ROWS:
-            conn.execute(
-                text(
-                    "INSERT INTO images (file_name, title, description, wp_url) "
-                    "VALUES (:file_name, :title, :description, :wp_url)"
-                ),
-                row,
-            )
-    engine.dispose()
+    make_original_table(url)
     write_image(image_dir / "a.jpg")  # b.png is gone from disk
     write_image(image_dir / "new.gif")
     result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path, env=mysql_env(url))

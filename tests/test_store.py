@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy.engine import URL
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore, images
+from tests.servers import MariaDB, free_port
 
 # The original service's DDL, as its documentation gives it (MySQL flavour).
 ORIGINAL_DDL = """
@@ -157,8 +159,6 @@ def test_refuses_a_foreign_images_table(db_url: URL) -> None:
 
 @pytest.mark.usefixtures("mariadb")
 def test_mariadb_unreachable_is_database_unavailable() -> None:
-    from tests.servers import free_port
-
     url = URL.create(
         "mysql+pymysql", username="u", password="secret-pw", host="127.0.0.1", port=free_port()
     )
@@ -168,14 +168,38 @@ def test_mariadb_unreachable_is_database_unavailable() -> None:
     assert "***" in str(info.value)
 
 
-def test_mariadb_wrong_password_is_config_error(mariadb: Any) -> None:
+def test_mariadb_wrong_password_is_config_error(mariadb: MariaDB) -> None:
     url = mariadb.create_database().set(password="wrong-pw")
     with pytest.raises(ConfigError, match="Access denied") as info:
         ImageStore(url).open()
     assert "wrong-pw" not in str(info.value)
 
 
-def test_mariadb_table_is_utf8mb4_with_exact_file_names(mariadb: Any) -> None:
+def test_database_lost_after_open_is_database_unavailable(mariadb: MariaDB) -> None:
+    url = mariadb.create_database()
+    store = ImageStore(url)
+    store.open()
+    # The account is removed and its sessions killed while imgwatch runs.
+    admin = mariadb.admin()
+    with admin.cursor() as cur:
+        cur.execute(f"DROP USER '{url.username}'@'127.0.0.1'")
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER=%s", (url.username,))
+        for (session,) in cur.fetchall():
+            cur.execute(f"KILL {int(session)}")
+    admin.close()
+    with pytest.raises(DatabaseUnavailable, match=r"writing rows failed: .*Access denied") as info:
+        store.upsert([record("a.jpg")])
+    assert str(url.password) not in str(info.value)
+    store.close()
+
+
+def test_sqlite_in_a_missing_directory_is_config_error(tmp_path: Path) -> None:
+    url = URL.create("sqlite", database=str(tmp_path / "no" / "such" / "dir" / "x.db"))
+    with pytest.raises(ConfigError, match="unable to open database file"):
+        ImageStore(url).open()
+
+
+def test_mariadb_table_is_utf8mb4_with_exact_file_names(mariadb: MariaDB) -> None:
     url = mariadb.create_database()
     store = ImageStore(url)
     store.open()
