@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
@@ -164,8 +165,17 @@ def test_many_files_in_small_batches(store: ImageStore, image_dir: Path) -> None
     for i in range(250):
         (image_dir / f"d{i % 7}" / f"{i:04d}.jpg").parent.mkdir(exist_ok=True)
         (image_dir / f"d{i % 7}" / f"{i:04d}.jpg").write_bytes(source)
+    commits: list[object] = []
+
+    def on_commit(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(store.engine, "commit", on_commit)
     summary = reconcile(store, image_dir, batch_size=40)
+    event.remove(store.engine, "commit", on_commit)
     assert summary.new == 251
+    # One transaction per batch, not one per file.
+    assert len(commits) == math.ceil(251 / 40)
     assert store.counts_by_status() == {DONE: 251}
 
 
