@@ -17,10 +17,7 @@ from typing import Any
 from imgwatch import __version__
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
 from imgwatch.errors import ConfigError, ImgwatchError
-from imgwatch.filters import ImageNameFilter
-from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Reconciler, check_image_dir
-from imgwatch.store import ImageStore
+from imgwatch.service import rescan
 
 log = logging.getLogger("imgwatch")
 
@@ -103,24 +100,9 @@ def configure_logging(level: str) -> None:
 
 
 def run_rescan(settings: Settings) -> int:
-    # Checked before the database is touched: a typo in the path should not create a database.
-    image_dir = check_image_dir(settings.image_dir)
-    store = ImageStore(settings.database_url())
-    log.info("database: %s", store.display_url)
-    store.open()
-    try:
-        reconciler = Reconciler(
-            store=store,
-            image_dir=image_dir,
-            accept=ImageNameFilter(settings.extensions),
-            processor=FileProcessor(settings.default_description),
-            batch_size=settings.batch_size,
-        )
-        summary = reconciler.run()
-    finally:
-        store.close()
-    print(summary.line(), flush=True)
-    return EXIT_FILES_FAILED if summary.failed else 0
+    result = rescan(settings)
+    print(result.line(), flush=True)
+    return EXIT_FILES_FAILED if result.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

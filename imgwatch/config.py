@@ -57,6 +57,30 @@ class Settings(BaseSettings):
         default=None, description="WordPress Application Password"
     )
 
+    wp_workers: int = Field(default=4, ge=1, le=64, description="parallel WordPress uploads")
+    wp_connect_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to wait for a WordPress connection"
+    )
+    wp_read_timeout: float = Field(
+        default=120.0, gt=0, description="seconds to wait for a WordPress answer (uploads too)"
+    )
+    wp_ca_bundle: Path | None = Field(
+        default=None, description="CA bundle to verify WordPress's TLS certificate with"
+    )
+    wp_retries: int = Field(
+        default=3, ge=1, le=20, description="upload attempts per file before it is failed"
+    )
+    wp_backoff: float = Field(
+        default=1.0, ge=0, description="seconds before the first retry; doubles each time"
+    )
+    wp_backoff_max: float = Field(default=30.0, ge=0, description="longest pause between retries")
+    wp_share_identical: bool = Field(
+        default=True, description="files with identical content share one media item"
+    )
+    wp_delete_replaced: bool = Field(
+        default=False, description="delete the old media item when a file's content changes"
+    )
+
     extensions: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_EXTENSIONS,
         description="file name endings to pick up, comma-separated, case-insensitive",
@@ -93,13 +117,35 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return level
 
-    @field_validator("db_host", "db_user", "db_name", "wp_api_url", "wp_user", mode="before")
+    @field_validator(
+        "db_url",
+        "db_host",
+        "db_user",
+        "db_password",
+        "db_name",
+        "wp_api_url",
+        "wp_user",
+        "wp_password",
+        "wp_ca_bundle",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # `IMGWATCH_DB_HOST=` in an env file means "not set", as people expect.
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _check_wordpress_fields(self) -> Settings:
+        given = [self.wp_api_url, self.wp_user, self.wp_password]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ValueError("WP_API_URL, WP_USER and WP_PASSWORD are needed together")
+        return self
+
+    @property
+    def wordpress_enabled(self) -> bool:
+        return self.wp_api_url is not None
 
     @model_validator(mode="after")
     def _check_database_fields(self) -> Settings:

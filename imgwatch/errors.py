@@ -4,6 +4,10 @@
      ├── ConfigError         (exit 78, EX_CONFIG: a restart will not help)
      └── DatabaseUnavailable (exit 75, EX_TEMPFAIL: try again later)
 
+    UploadError              (one file; recorded in the row, the run goes on)
+     ├── TransientError      (retry with backoff, honouring Retry-After)
+     └── PermanentError      (recorded as failed until the file or WordPress changes)
+
 Messages are one line, meant for an operator, and never contain a password.
 """
 
@@ -26,3 +30,19 @@ class DatabaseUnavailable(ImgwatchError):
     """The database did not answer; running again later may succeed."""
 
     exit_code = os.EX_TEMPFAIL
+
+
+class UploadError(Exception):
+    """One file could not be uploaded; the message is the reason recorded in `last_error`."""
+
+
+class TransientError(UploadError):
+    """Worth trying again after a pause: connection trouble, timeouts, 408, 429, most 5xx."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(UploadError):
+    """Trying again will not help until something changes: WordPress refused the file."""

@@ -19,12 +19,18 @@ from pathlib import Path
 from imgwatch.errors import ConfigError
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
 from imgwatch.processor import FileProcessor, unstorable_reason
-from imgwatch.store import DONE, FAILED, MISSING, REJECTED, ImageRecord, ImageStore, KnownFile
+from imgwatch.store import (
+    DONE,
+    FAILED,
+    MISSING,
+    PENDING,
+    REJECTED,
+    ImageRecord,
+    ImageStore,
+    KnownFile,
+)
 
 log = logging.getLogger(__name__)
-
-# Rows that need no work while their file keeps its size and mtime.
-SETTLED = frozenset({DONE, REJECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +142,14 @@ class Reconciler:
         accept: ImageNameFilter,
         processor: FileProcessor,
         batch_size: int,
+        uploads: bool = False,
     ) -> None:
         self.store = store
         self.image_dir = image_dir
         self.accept = accept
         self.processor = processor
         self.batch_size = batch_size
+        self.uploads = uploads
 
     def run(self) -> ScanSummary:
         started = time.monotonic()
@@ -168,6 +176,7 @@ class Reconciler:
             )
             if record is None:
                 continue
+            settle_status(record, row, self.uploads)
             self._count(summary, record, is_new=row is None)
             batch.append(record)
             if len(batch) >= self.batch_size:
@@ -193,7 +202,7 @@ class Reconciler:
             summary.rejected += 1
         elif record.status == FAILED:
             summary.failed += 1
-        elif record.status != DONE:
+        elif record.last_error is not None:  # pending: changed while being read
             summary.busy += 1
         elif is_new:
             summary.new += 1
@@ -202,12 +211,33 @@ class Reconciler:
 
 
 def _is_unchanged(found: FoundFile, row: KnownFile | None) -> bool:
+    """Same size and mtime as a row whose facts were read: nothing to re-read.
+
+    What is left to do for such a row (an upload) is found from its status, not by
+    reading the file again. A rejected row has no hash but is settled too.
+    """
     return (
         row is not None
-        and row.status in SETTLED
+        and row.status != MISSING
+        and (row.sha256 is not None or row.status == REJECTED)
         and row.size_bytes == found.size_bytes
         and row.mtime_ns == found.mtime_ns
     )
+
+
+def settle_status(record: ImageRecord, row: KnownFile | None, uploads: bool) -> None:
+    """An accepted file is `done` unless it still has to go to WordPress (`pending`)."""
+    if record.status != DONE or not uploads:
+        return
+    # Already in WordPress: the same content, or a row adopted from the original
+    # service (its content was never hashed, but it has a URL), needs no upload.
+    uploaded = (
+        row is not None
+        and row.wp_url is not None
+        and (row.sha256 is None or row.sha256 == record.sha256)
+    )
+    if not uploaded:
+        record.status = PENDING
 
 
 def _under_any(file_name: str, prefixes: list[str]) -> bool:

@@ -110,6 +110,21 @@ class KnownFile(NamedTuple):
     size_bytes: int | None
     mtime_ns: int | None
     status: str
+    sha256: str | None
+    wp_url: str | None
+
+
+class UploadJob(NamedTuple):
+    """A row that needs its file in the media library."""
+
+    id: int
+    file_name: str
+    sha256: str
+    mime_type: str
+    title: str | None
+    description: str | None
+    wp_media_id: int | None
+    attempts: int
 
 
 @dataclass(slots=True)
@@ -214,12 +229,93 @@ class ImageStore:
     def known_files(self) -> dict[str, KnownFile]:
         """Every row's comparison fields, in one query."""
         c = images.c
-        query = select(c.file_name, c.id, c.size_bytes, c.mtime_ns, c.status)
+        query = select(c.file_name, c.id, c.size_bytes, c.mtime_ns, c.status, c.sha256, c.wp_url)
         with self._guard("reading known files"), self.engine.connect() as conn:
             return {
-                row.file_name: KnownFile(row.id, row.size_bytes, row.mtime_ns, row.status)
+                row.file_name: KnownFile(
+                    row.id, row.size_bytes, row.mtime_ns, row.status, row.sha256, row.wp_url
+                )
                 for row in conn.execute(query)
             }
+
+    def due_uploads(self, *, include_scheduled: bool = False) -> list[UploadJob]:
+        """Rows whose file should be in WordPress and is not (yet).
+
+        pending/uploading rows, `done` rows without a URL (recorded while WordPress
+        was not configured), and transiently failed rows whose time has come (all of
+        them with include_scheduled). Permanently failed rows (no next_attempt_at)
+        wait for their file to change.
+        """
+        c = images.c
+        failed_due = (c.status == FAILED) & c.next_attempt_at.is_not(None)
+        if not include_scheduled:
+            failed_due = failed_due & (c.next_attempt_at <= utcnow())
+        query = (
+            select(
+                c.id,
+                c.file_name,
+                c.sha256,
+                c.mime_type,
+                c.title,
+                c.description,
+                c.wp_media_id,
+                c.attempts,
+            )
+            .where(c.sha256.is_not(None))
+            .where(
+                c.status.in_([PENDING, UPLOADING])
+                | ((c.status == DONE) & c.wp_url.is_(None))
+                | failed_due
+            )
+            .order_by(c.id)
+        )
+        with self._guard("reading uploads due"), self.engine.connect() as conn:
+            return [UploadJob(*row) for row in conn.execute(query)]
+
+    def mark_uploading(self, job: UploadJob) -> bool:
+        """Claim the row for upload; False if its content changed meanwhile."""
+        return self._update_job(job, status=UPLOADING)
+
+    def record_upload(self, job: UploadJob, media_id: int, url: str) -> bool:
+        """The file is in WordPress; False if the row's content changed meanwhile."""
+        return self._update_job(
+            job,
+            status=DONE,
+            wp_media_id=media_id,
+            wp_url=url,
+            attempts=0,
+            last_error=None,
+            next_attempt_at=None,
+        )
+
+    def record_upload_failure(
+        self, job: UploadJob, reason: str, next_attempt_at: dt.datetime | None
+    ) -> bool:
+        """Upload failed: `failed`, why, and when to try again (None: when the file changes)."""
+        return self._update_job(
+            job,
+            status=FAILED,
+            attempts=images.c.attempts + 1,
+            last_error=reason,
+            next_attempt_at=next_attempt_at,
+        )
+
+    def _update_job(self, job: UploadJob, **values: Any) -> bool:
+        c = images.c
+        stmt = (
+            update(images)
+            .where(c.id == job.id, c.sha256 == job.sha256)
+            .values(updated_at=utcnow(), **values)
+        )
+        with self._guard("updating upload state"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def media_in_use(self, media_id: int, except_id: int) -> bool:
+        """Does any other row point at this attachment (shared identical content)?"""
+        c = images.c
+        query = select(c.id).where(c.wp_media_id == media_id, c.id != except_id).limit(1)
+        with self._guard("checking media use"), self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def counts_by_status(self) -> dict[str, int]:
         query = select(images.c.status, func.count()).group_by(images.c.status)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from imgwatch.store import ImageStore
-from tests.servers import MariaDB, ServerUnavailable
+from tests.servers import MariaDB, ServerUnavailable, WordPress
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -33,6 +33,26 @@ def mariadb() -> Iterator[MariaDB]:
         _unavailable(f"MariaDB is not available: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def wordpress(mariadb: MariaDB) -> Iterator[WordPress]:
+    site = WordPress(Path(tempfile.mkdtemp(prefix="imgwatch-wordpress-")), mariadb)
+    try:
+        site.start()
+    except ServerUnavailable as exc:
+        site.stop()
+        _unavailable(f"WordPress is not available: {exc}")
+    yield site
+    site.stop()
+
+
+@pytest.fixture
+def live_wordpress(wordpress: WordPress) -> WordPress:
+    """The shared WordPress, serving again if an earlier test stopped it."""
+    if wordpress.process is None or wordpress.process.poll() is not None:
+        wordpress.serve()
+    return wordpress
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import pymysql
 from sqlalchemy.engine import URL
@@ -148,4 +155,223 @@ class MariaDB:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+WP_CONFIG = """<?php
+define('DB_NAME', {db_name});
+define('DB_USER', {db_user});
+define('DB_PASSWORD', {db_password});
+define('DB_HOST', {db_host});
+define('DB_CHARSET', 'utf8mb4');
+define('DB_COLLATE', '');
+$table_prefix = 'wp_';
+define('WP_HOME', {home});
+define('WP_SITEURL', {home});
+define('WP_CONTENT_DIR', __DIR__ . '/wp-content');
+define('WP_CONTENT_URL', {home} . '/wp-content');
+define('WP_ENVIRONMENT_TYPE', 'local');
+define('DISABLE_WP_CRON', true);
+define('AUTOMATIC_UPDATER_DISABLED', true);
+define('WP_DEBUG', false);
+define('FS_METHOD', 'direct');
+{salts}
+if (!defined('ABSPATH')) define('ABSPATH', __DIR__ . '/');
+require_once ABSPATH . 'wp-settings.php';
+"""
+
+WP_INSTALL = """<?php
+$_SERVER['HTTP_HOST'] = {host};
+$_SERVER['SERVER_NAME'] = '127.0.0.1';
+$_SERVER['REQUEST_URI'] = '/';
+define('WP_INSTALLING', true);
+function wp_new_blog_notification() {{}}
+require_once __DIR__ . '/wp-load.php';
+require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+wp_install('imgwatch test', 'admin', 'admin@example.invalid', true, '', wp_generate_password(24));
+update_option('permalink_structure', '/%postname%/');
+$out = array();
+foreach (array('uploader' => 'author', 'reader' => 'subscriber') as $login => $role) {{
+    $id = wp_create_user($login, wp_generate_password(24), $login . '@example.invalid');
+    (new WP_User($id))->set_role($role);
+    list($pw, $item) = WP_Application_Passwords::create_new_application_password(
+        $id, array('name' => 'imgwatch'));
+    $out[$login] = $pw;
+}}
+echo json_encode($out);
+"""
+
+# Test-only behaviour of the throwaway site, in a must-use plugin.
+WP_TEST_PLUGIN = """<?php
+// A site that does not allow BMP uploads: WordPress answers 500 rest_upload_sideload_error.
+add_filter('upload_mimes', function ($mimes) { unset($mimes['bmp']); return $mimes; });
+// PHP dying during sub-size generation, once per attachment, for files named die-in-subsizes*:
+// WordPress answers 500 with X-WP-Upload-Attachment-ID and the upload must be finished
+// through the post-process endpoint.
+add_filter('intermediate_image_sizes_advanced', function ($sizes, $meta, $id) {
+    $file = basename((string) get_attached_file($id));
+    if (strpos($file, 'die-in-subsizes') === 0 && !get_post_meta($id, '_died_once', true)) {
+        update_post_meta($id, '_died_once', 1);
+        http_response_code(500);
+        echo 'simulated fatal error during sub-sizes';
+        exit;
+    }
+    return $sizes;
+}, 10, 3);
+"""
+
+
+def _php(value: str) -> str:
+    """A PHP single-quoted string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class WordPress:
+    """A throwaway WordPress: Debian's copy in a temp dir, on the test MariaDB, `php -S`."""
+
+    def __init__(self, base: Path, db: MariaDB) -> None:
+        self.base = base
+        self.root = base / "site"
+        self.db = db
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.passwords: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def media_endpoint(self) -> str:
+        return f"{self.url}/wp-json/wp/v2/media"
+
+    def start(self) -> None:
+        php = shutil.which("php")
+        source = Path("/usr/share/wordpress")
+        if php is None or not (source / "wp-settings.php").exists():
+            raise ServerUnavailable("php or WordPress missing (Debian wordpress php-cli)")
+        self.base.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, self.root, symlinks=False, ignore=shutil.ignore_patterns(".ht*"))
+        (self.root / "wp-content" / "uploads").mkdir(parents=True, exist_ok=True)
+        (self.root / "wp-content" / "mu-plugins").mkdir(exist_ok=True)
+        (self.root / "wp-content" / "mu-plugins" / "imgwatch-test.php").write_text(WP_TEST_PLUGIN)
+        self.port = free_port()
+        db_url = self.db.create_database(password="wp-db-" + os.urandom(6).hex())
+        salts = "\n".join(
+            f"define('{k}', '{os.urandom(24).hex()}');"
+            for k in [
+                "AUTH_KEY",
+                "SECURE_AUTH_KEY",
+                "LOGGED_IN_KEY",
+                "NONCE_KEY",
+                "AUTH_SALT",
+                "SECURE_AUTH_SALT",
+                "LOGGED_IN_SALT",
+                "NONCE_SALT",
+            ]
+        )
+        (self.root / "wp-config.php").write_text(
+            WP_CONFIG.format(
+                db_name=_php(str(db_url.database)),
+                db_user=_php(str(db_url.username)),
+                db_password=_php(str(db_url.password)),
+                db_host=_php(f"127.0.0.1:{self.db.port}"),
+                home=_php(self.url),
+                salts=salts,
+            )
+        )
+        (self.root / "imgwatch-install.php").write_text(
+            WP_INSTALL.format(host=_php(f"127.0.0.1:{self.port}"))
+        )
+        result = subprocess.run(
+            [php, "imgwatch-install.php"],
+            cwd=self.root,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        (self.root / "imgwatch-install.php").unlink()
+        out = result.stdout.decode(errors="replace")
+        try:
+            self.passwords = json.loads(out[out.index("{") :])
+        except ValueError:
+            raise ServerUnavailable(
+                f"WordPress install failed: {out[-1500:]} {result.stderr.decode()[-1500:]}"
+            ) from None
+        self.serve()
+
+    def serve(self) -> None:
+        """Start (or restart) `php -S` on the same port."""
+        php = shutil.which("php") or "php"
+        log = open(self.base / "php-server.log", "ab")  # noqa: SIM115 - lives with the server
+        self.process = subprocess.Popen(
+            [
+                php,
+                "-d",
+                "post_max_size=256M",
+                "-d",
+                "memory_limit=512M",
+                "-S",
+                f"127.0.0.1:{self.port}",
+                "-t",
+                str(self.root),
+            ],
+            cwd=self.root,
+            env={**os.environ, "PHP_CLI_SERVER_WORKERS": "4"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own process group: the forked workers must stop with it.
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerUnavailable("php -S exited: " + self.log_tail())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise ServerUnavailable("php -S did not listen in time")
+
+    def halt(self) -> None:
+        """Stop serving (WordPress is 'down'); serve() brings it back."""
+        if self.process is not None:
+            # The workers are children of the main php process; end the whole group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self._wait_port_closed()
+        self.process = None
+
+    def _wait_port_closed(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+    def log_tail(self) -> str:
+        path = self.base / "php-server.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def api(self, route: str, **params: str) -> Any:
+        """GET a REST route as the uploader; returns (json, headers)."""
+        query = urlencode({"rest_route": route, **params})
+        auth = base64.b64encode(f"uploader:{self.passwords['uploader']}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.url}/?{query}", headers={"Authorization": f"Basic {auth}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return json.loads(resp.read()), dict(resp.headers)
+
+    def media_count(self) -> int:
+        _, headers = self.api("/wp/v2/media", per_page="1", context="edit")
+        return int(headers["X-WP-Total"])
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.base, ignore_errors=True)

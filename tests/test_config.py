@@ -68,6 +68,20 @@ def test_db_url_gets_pymysql_and_utf8mb4() -> None:
     assert s.database_url().query["charset"] == "utf8"
 
 
+def test_wordpress_fields_come_together() -> None:
+    with pytest.raises(ConfigError, match="needed together"):
+        load_settings({"image_dir": "/x", "wp_api_url": "https://wp.example/"})
+    assert not load_settings({"image_dir": "/x"}).wordpress_enabled
+
+
+def test_blank_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGWATCH_IMAGE_DIR", "/x")
+    for name in ["DB_URL", "DB_HOST", "DB_PASSWORD", "WP_API_URL", "WP_USER", "WP_PASSWORD"]:
+        monkeypatch.setenv("IMGWATCH_" + name, "")
+    s = load_settings({})
+    assert s.db_url is None and s.wp_password is None and not s.wordpress_enabled
+
+
 def test_db_url_and_fields_together_are_refused() -> None:
     with pytest.raises(ConfigError, match="not both"):
         load_settings({"image_dir": "/x", "db_url": "sqlite://", "db_host": "h"})
@@ -86,7 +100,13 @@ def test_bad_url_is_reported_without_the_url() -> None:
 
 def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(
-        {"image_dir": "/x", "db_url": "mysql://u:topsecret@h/db", "wp_password": "wp-secret"}
+        {
+            "image_dir": "/x",
+            "db_url": "mysql://u:topsecret@h/db",
+            "wp_api_url": "https://wp.example/wp-json/wp/v2/media",
+            "wp_user": "u",
+            "wp_password": "wp-secret",
+        }
     )
     assert "topsecret" not in repr(s) and "wp-secret" not in repr(s)
     assert "topsecret" not in str(s.model_dump())

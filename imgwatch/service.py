@@ -1,0 +1,111 @@
+"""Wiring: builds the store, the WordPress client and the workers from Settings.
+
+`rescan()` is the one-shot reconcile; the daemon reuses the same pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from imgwatch.config import Settings
+from imgwatch.errors import TransientError
+from imgwatch.filters import ImageNameFilter
+from imgwatch.processor import FileProcessor
+from imgwatch.scanner import Reconciler, ScanSummary, check_image_dir
+from imgwatch.store import ImageStore
+from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally
+from imgwatch.wordpress import MediaClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RescanResult:
+    scan: ScanSummary
+    uploads: UploadTally | None
+
+    @property
+    def failed(self) -> int:
+        return self.scan.failed + (self.uploads.failed if self.uploads else 0)
+
+    def line(self) -> str:
+        text = self.scan.line()
+        if self.uploads is not None:
+            u = self.uploads
+            text += (
+                f"; wordpress: {u.done} uploaded, {u.reused} linked to existing media, "
+                f"{u.failed} failed"
+            )
+        return text
+
+
+def media_client(settings: Settings) -> MediaClient | None:
+    """The WordPress client, or None when WordPress is not configured."""
+    if not settings.wordpress_enabled:
+        return None
+    assert settings.wp_api_url and settings.wp_user and settings.wp_password
+    return MediaClient(
+        settings.wp_api_url,
+        settings.wp_user,
+        settings.wp_password.get_secret_value(),
+        connect_timeout=settings.wp_connect_timeout,
+        read_timeout=settings.wp_read_timeout,
+        ca_bundle=str(settings.wp_ca_bundle) if settings.wp_ca_bundle else None,
+        pool_size=settings.wp_workers,
+    )
+
+
+def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uploader:
+    return Uploader(
+        client,
+        store,
+        settings.image_dir.resolve(),
+        workers=settings.wp_workers,
+        policy=RetryPolicy(settings.wp_retries, settings.wp_backoff, settings.wp_backoff_max),
+        share_identical=settings.wp_share_identical,
+        delete_replaced=settings.wp_delete_replaced,
+        breaker=Breaker(),
+    )
+
+
+def preflight(client: MediaClient, breaker: Breaker) -> None:
+    """Wrong credentials stop the run (ConfigError); an unreachable site only delays uploads."""
+    try:
+        client.preflight()
+    except TransientError as exc:
+        log.warning("WordPress is not answering, uploads will be retried later: %s", exc)
+        breaker.trip(str(exc))
+    else:
+        log.info("WordPress: %s, user %r may upload", client.api_url, client.user)
+
+
+def rescan(settings: Settings) -> RescanResult:
+    """Reconcile once: record what is on disk, then upload what WordPress lacks."""
+    # Checked before the database is touched: a typo in the path should not create a database.
+    image_dir = check_image_dir(settings.image_dir)
+    store = ImageStore(settings.database_url())
+    client = media_client(settings)
+    log.info("database: %s", store.display_url)
+    try:
+        store.open()
+        up = uploader(settings, client, store) if client else None
+        if client and up:
+            preflight(client, up.breaker)
+        summary = Reconciler(
+            store=store,
+            image_dir=image_dir,
+            accept=ImageNameFilter(settings.extensions),
+            processor=FileProcessor(settings.default_description),
+            batch_size=settings.batch_size,
+            uploads=client is not None,
+        ).run()
+        tally = None
+        if up is not None:
+            # An explicit rescan retries failed uploads now, whatever their schedule.
+            tally = up.upload_all(store.due_uploads(include_scheduled=True))
+        return RescanResult(summary, tally)
+    finally:
+        if client is not None:
+            client.close()
+        store.close()
