@@ -131,13 +131,17 @@ def error_from_response(resp: requests.Response, action: str) -> TransientError 
     detail = f"{resp.status_code} {code}: {message}" if code else f"{resp.status_code} {message}"
     text = f"WordPress {action}: {detail}".strip()
     status = resp.status_code
-    if (
-        status in {408, 429}
-        or code in RETRY_CODES
-        or (status >= 500 and code not in REFUSED_FILE_CODES)
-    ):
+    refused = code in REFUSED_FILE_CODES and not _is_storage_race(code, message)
+    if status in {408, 429} or code in RETRY_CODES or (status >= 500 and not refused):
         return TransientError(text, parse_retry_after(resp.headers.get("Retry-After")))
     return PermanentError(text)
+
+
+def _is_storage_race(code: str, message: str) -> bool:
+    """rest_upload_sideload_error also reports failing to create the month's upload
+    directory, which happens when parallel uploads race to create it: worth a retry.
+    Only the "file type" wording (English sites) is taken as a refusal of the file."""
+    return code == "rest_upload_sideload_error" and "file type" not in message.lower()
 
 
 def _wp_error(resp: requests.Response) -> tuple[str, str]:

@@ -85,7 +85,19 @@ def fake_response(
 @pytest.mark.parametrize(
     ("status", "body", "kind"),
     [
-        (500, b'{"code":"rest_upload_sideload_error","message":"Sorry, not allowed"}', "perm"),
+        (
+            500,
+            b'{"code":"rest_upload_sideload_error","message":"Sorry, you are not allowed to '
+            b'upload this file type."}',
+            "perm",
+        ),
+        (
+            500,
+            b'{"code":"rest_upload_sideload_error","message":"Unable to create directory '
+            b'wp-content/uploads/2026/11. Is its parent directory writable by the server?"}',
+            "transient",
+        ),
+        (500, b'{"code":"rest_upload_unknown_error","message":"too big"}', "perm"),
         (500, b"<html>Fatal error</html>", "transient"),
         (502, b"", "transient"),
         (503, b'{"code":"x","message":"busy"}', "transient"),
