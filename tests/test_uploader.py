@@ -410,3 +410,21 @@ def test_breaker_opens_and_closes_with_time() -> None:
         breaker.check()
     now[0] += 11
     breaker.check()
+
+
+def test_shared_media_is_not_deleted_when_one_name_changes(
+    live_wordpress: WordPress, db: URL, image_dir: Path
+) -> None:
+    first = write_image(image_dir / "one.jpg")
+    (image_dir / "two.jpg").write_bytes(first.read_bytes())
+    assert rescan(image_dir, db, live_wordpress).returncode == 0
+    shared = rows(db)["one.jpg"]["wp_media_id"]
+    write_image(first, 50, 50)
+    os.utime(first, ns=(1, first.stat().st_mtime_ns + 10_000_000))
+    result = rescan(image_dir, db, live_wordpress, IMGWATCH_WP_DELETE_REPLACED="true")
+    assert result.returncode == 0, result.stderr
+    got = rows(db)
+    assert got["one.jpg"]["wp_media_id"] != shared
+    assert got["two.jpg"]["wp_media_id"] == shared
+    item, _ = live_wordpress.api(f"/wp/v2/media/{shared}", context="edit")
+    assert item["id"] == shared  # still there: two.jpg uses it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -223,3 +224,31 @@ def test_500_after_attachment_is_finished_not_repeated(
     item, _ = live_wordpress.api(f"/wp/v2/media/{media.id}", context="edit")
     assert item["missing_image_sizes"] == []  # post-process made the sub-sizes
     assert item["media_details"]["sizes"]
+
+
+def test_tls_is_verified_by_default_or_with_the_given_bundle(tmp_path: Path) -> None:
+    assert MediaClient("https://wp.example/wp-json/wp/v2/media", "u", "p").session.verify is True
+    bundle = tmp_path / "ca.pem"
+    client = MediaClient("https://wp.example/", "u", "p", ca_bundle=str(bundle))
+    assert client.session.verify == str(bundle)
+
+
+def test_every_request_has_a_timeout(live_wordpress: WordPress) -> None:
+    client = MediaClient(
+        live_wordpress.media_endpoint,
+        "uploader",
+        live_wordpress.passwords["uploader"],
+        connect_timeout=3,
+        read_timeout=7,
+    )
+    seen: list[object] = []
+    real = client.session.request
+
+    def spy(*args: object, **kwargs: Any) -> requests.Response:
+        seen.append(kwargs.get("timeout"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    client.session.request = spy  # type: ignore[method-assign]
+    client.preflight()
+    client.find_by_slug("img-x")
+    assert seen == [(3, 7), (3, 7)]
