@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from imgwatch import __version__
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
+from imgwatch.daemon import Daemon
 from imgwatch.errors import ConfigError, ImgwatchError
+from imgwatch.logsetup import configure_logging
 from imgwatch.service import rescan
 
 log = logging.getLogger("imgwatch")
@@ -41,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "75 database unreachable, 78 configuration error.",
     )
     parser.add_argument(
-        "--rescan", action="store_true", help="reconcile the image directory once, then exit"
+        "--rescan",
+        action="store_true",
+        help="reconcile the image directory once, then exit "
+        "(without it imgwatch runs as a daemon, watching the directory)",
     )
     parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from PATH")
     parser.add_argument("--version", action="version", version=f"imgwatch {__version__}")
@@ -86,19 +90,6 @@ def _read_secret_file(path: Path, name: str) -> str:
         raise ConfigError(f"cannot read --{name.replace('_', '-')}-file: {exc}") from None
 
 
-def configure_logging(level: str) -> None:
-    """Plain lines on stderr; no timestamps when journald adds its own."""
-    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(message)s" if under_journal else "%(asctime)s %(levelname)s %(message)s"
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
 def run_rescan(settings: Settings) -> int:
     result = rescan(settings)
     print(result.line(), flush=True)
@@ -117,10 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--db-url carries a password that other users can see with ps; "
                 "put IMGWATCH_DB_URL in the env file instead"
             )
-        if not args.rescan:
-            log.error("the watching daemon is not in this version yet: run `imgwatch --rescan`")
-            return EXIT_USAGE
-        return run_rescan(settings)
+        if args.rescan:
+            return run_rescan(settings)
+        return Daemon(settings).run()
     except ImgwatchError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -92,6 +92,46 @@ class Settings(BaseSettings):
         default=500, ge=1, le=100_000, description="rows written per database transaction"
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    # The daemon (ignored by --rescan).
+    watch_mode: Literal["auto", "inotify", "polling"] = Field(
+        default="auto",
+        description="auto (polling on NFS/CIFS/FUSE, inotify elsewhere), inotify or polling",
+    )
+    poll_interval: float = Field(
+        default=5.0, gt=0, le=3600, description="seconds between looks in polling mode"
+    )
+    quiet_period: float = Field(
+        default=1.0,
+        ge=0,
+        le=600,
+        description="seconds a file must go without changes before it is processed",
+    )
+    max_wait: float = Field(
+        default=60.0,
+        gt=0,
+        description="process a file that never goes quiet after this many seconds anyway",
+    )
+    reconcile_interval: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds between full reconciles while running; 0 turns them off",
+    )
+    on_delete: Literal["missing", "forget", "purge"] = Field(
+        default="missing",
+        description="a deleted file's row: missing (kept, marked), forget (row removed) "
+        "or purge (row and WordPress media removed)",
+    )
+    workers: int = Field(default=2, ge=1, le=64, description="files read and hashed in parallel")
+    queue_size: int = Field(
+        default=10_000,
+        ge=10,
+        le=10_000_000,
+        description="files waiting to be processed before the watcher is held back",
+    )
+    stop_timeout: float = Field(
+        default=20.0, ge=0, description="seconds to let in-flight work finish on SIGTERM"
+    )
 
     @field_validator("extensions", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,12 +56,14 @@ class ScanSummary:
     failed: int = 0
     busy: int = 0
     elapsed: float = 0.0
+    interrupted: bool = False
 
     def line(self) -> str:
         return (
             f"rescan: {self.new} new, {self.changed} changed, {self.unchanged} unchanged, "
             f"{self.rejected} rejected, {self.missing} missing, {self.failed} failed, "
             f"{self.busy} still being written, in {self.elapsed:.2f}s"
+            + (" (interrupted)" if self.interrupted else "")
         )
 
 
@@ -118,18 +121,65 @@ def walk(root: Path, accept: ImageNameFilter, state: _Walk | None = None) -> Ite
 
 def _candidate(entry: os.DirEntry[str], rel: str, real_root: str) -> FoundFile | None:
     if entry.is_symlink():
-        # A link is followed only to a regular file inside the image directory.
-        target = os.path.realpath(entry.path)
-        if os.path.commonpath([target, real_root]) != real_root:
-            log.debug("skipping %r: links outside the image directory", rel)
+        st = _link_target_stat(entry.path, rel, real_root)
+        if st is None:
             return None
-        st = Path(target).stat()
     else:
         st = entry.stat(follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode):
         log.debug("skipping %r: not a regular file", rel)
         return None
     return FoundFile(rel, entry.path, st.st_size, st.st_mtime_ns)
+
+
+def _link_target_stat(path: str, rel: str, real_root: str) -> os.stat_result | None:
+    # A link is followed only to a file inside the image directory.
+    target = os.path.realpath(path)
+    if os.path.commonpath([target, real_root]) != real_root:
+        log.debug("skipping %r: links outside the image directory", rel)
+        return None
+    return os.stat(target)
+
+
+def find_one(root: Path, file_name: str) -> FoundFile | None:
+    """The candidate image at file_name (relative), by the walk's rules; None if there
+    is none (gone, not a regular file, a link leading out)."""
+    path = os.path.join(root, file_name)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            linked = _link_target_stat(path, file_name, str(root))
+            if linked is None:
+                return None
+            st = linked
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return FoundFile(file_name, path, st.st_size, st.st_mtime_ns)
+
+
+UNCHANGED = "unchanged"
+UNSTORABLE = "unstorable"
+VANISHED = "vanished"
+
+
+def examine(
+    found: FoundFile, row: KnownFile | None, processor: FileProcessor, uploads: bool
+) -> ImageRecord | str:
+    """What one found file means for its row: a record to write, or why there is none."""
+    if _is_unchanged(found, row):
+        return UNCHANGED
+    reason = unstorable_reason(found.file_name)
+    if reason is not None:
+        # No row can hold this name; the log line is the only record.
+        log.warning("rejected %r: %s", found.file_name, reason)
+        return UNSTORABLE
+    record = processor.process(found.file_name, found.path, found.size_bytes, found.mtime_ns)
+    if record is None:
+        return VANISHED
+    settle_status(record, row, uploads)
+    return record
 
 
 class Reconciler:
@@ -151,7 +201,9 @@ class Reconciler:
         self.batch_size = batch_size
         self.uploads = uploads
 
-    def run(self) -> ScanSummary:
+    def run(self, cancel: threading.Event | None = None) -> ScanSummary:
+        """One reconcile. When `cancel` is set midway it stops early and marks nothing
+        missing (an unfinished walk cannot tell what is gone)."""
         started = time.monotonic()
         root = check_image_dir(self.image_dir)
         summary = ScanSummary()
@@ -160,41 +212,50 @@ class Reconciler:
         batch: list[ImageRecord] = []
         state = _Walk()
         for found in walk(root, self.accept, state):
+            if cancel is not None and cancel.is_set():
+                summary.interrupted = True
+                break
             seen.add(found.file_name)
             row = known.get(found.file_name)
-            if _is_unchanged(found, row):
+            outcome = examine(found, row, self.processor, self.uploads)
+            if outcome == UNCHANGED:
                 summary.unchanged += 1
-                continue
-            reason = unstorable_reason(found.file_name)
-            if reason is not None:
-                # No row can hold this name; the log line is the only record.
-                log.warning("rejected %r: %s", found.file_name, reason)
+            elif outcome == UNSTORABLE:
                 summary.rejected += 1
-                continue
-            record = self.processor.process(
-                found.file_name, found.path, found.size_bytes, found.mtime_ns
-            )
-            if record is None:
-                continue
-            settle_status(record, row, self.uploads)
-            self._count(summary, record, is_new=row is None)
-            batch.append(record)
-            if len(batch) >= self.batch_size:
-                self.store.upsert(batch)
-                batch.clear()
+            elif isinstance(outcome, ImageRecord):
+                self._count(summary, outcome, is_new=row is None)
+                batch.append(outcome)
+                if len(batch) >= self.batch_size:
+                    self.store.upsert(batch)
+                    batch.clear()
         self.store.upsert(batch)
+        if not summary.interrupted:
+            self._mark_gone(root, known, seen, state, summary)
+        summary.elapsed = time.monotonic() - started
+        return summary
+
+    def _mark_gone(
+        self,
+        root: Path,
+        known: dict[str, KnownFile],
+        seen: set[str],
+        state: _Walk,
+        summary: ScanSummary,
+    ) -> None:
         gone = [
-            row.id
+            (row.id, name)
             for name, row in known.items()
             if name not in seen
             and row.status != MISSING
             and not _under_any(name, state.unreadable_dirs)
+            # Looked at again: a file that appeared after the walk passed its directory
+            # (the daemon records it) is not gone.
+            and not os.path.lexists(os.path.join(root, name))
         ]
         if gone:
-            summary.missing = self.store.mark_missing(gone)
+            ids, names = [g[0] for g in gone], [g[1] for g in gone]
+            summary.missing = self.store.mark_missing(ids, names=names)
             log.info("%d file(s) gone from disk, marked missing", summary.missing)
-        summary.elapsed = time.monotonic() - started
-        return summary
 
     @staticmethod
     def _count(summary: ScanSummary, record: ImageRecord, *, is_new: bool) -> None:

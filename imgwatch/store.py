@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
     inspect,
@@ -97,6 +98,18 @@ images = Table(
 
 ORIGINAL_COLUMNS = ("id", "file_name", "title", "description", "wp_url")
 
+# file_name, then KnownFile's fields in order.
+_KNOWN_COLUMNS = (
+    images.c.file_name,
+    images.c.id,
+    images.c.size_bytes,
+    images.c.mtime_ns,
+    images.c.status,
+    images.c.sha256,
+    images.c.wp_url,
+    images.c.wp_media_id,
+)
+
 
 def utcnow() -> dt.datetime:
     """Naive UTC, as stored in DATETIME columns on both backends."""
@@ -112,6 +125,7 @@ class KnownFile(NamedTuple):
     status: str
     sha256: str | None
     wp_url: str | None
+    wp_media_id: int | None = None
 
 
 class UploadJob(NamedTuple):
@@ -228,15 +242,8 @@ class ImageStore:
 
     def known_files(self) -> dict[str, KnownFile]:
         """Every row's comparison fields, in one query."""
-        c = images.c
-        query = select(c.file_name, c.id, c.size_bytes, c.mtime_ns, c.status, c.sha256, c.wp_url)
         with self._guard("reading known files"), self.engine.connect() as conn:
-            return {
-                row.file_name: KnownFile(
-                    row.id, row.size_bytes, row.mtime_ns, row.status, row.sha256, row.wp_url
-                )
-                for row in conn.execute(query)
-            }
+            return {row[0]: KnownFile(*row[1:]) for row in conn.execute(select(*_KNOWN_COLUMNS))}
 
     def due_uploads(self, *, include_scheduled: bool = False) -> list[UploadJob]:
         """Rows whose file should be in WordPress and is not (yet).
@@ -375,19 +382,101 @@ class ImageStore:
             return stmt.on_conflict_do_update(index_elements=[c.file_name], set_=changes)
         return stmt.on_duplicate_key_update(changes)
 
-    def mark_missing(self, ids: Iterable[int]) -> int:
-        """Rows whose file is gone: status `missing`, everything else kept."""
+    def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
+        """Rows whose file is gone: status `missing`, everything else kept.
+
+        With `names` (parallel to ids), a row is only marked while it still has that
+        name: a row renamed since the caller looked (a file moved while a scan ran) is
+        left alone.
+        """
         count = 0
         now = utcnow()
+        c = images.c
         with self._guard("marking rows missing"), self.engine.begin() as conn:
-            for chunk in _chunks(list(ids), _ID_CHUNK):
-                result = conn.execute(
-                    update(images)
-                    .where(images.c.id.in_(chunk))
-                    .values(status=MISSING, updated_at=now)
-                )
-                count += result.rowcount
+            for start in range(0, len(ids), _ID_CHUNK):
+                stmt = update(images).where(c.id.in_(ids[start : start + _ID_CHUNK]))
+                if names is not None:
+                    stmt = stmt.where(c.file_name.in_(names[start : start + _ID_CHUNK]))
+                count += conn.execute(stmt.values(status=MISSING, updated_at=now)).rowcount
         return count
+
+    def forget(self, ids: Iterable[int]) -> int:
+        """Remove rows (the `forget`/`purge` delete policies)."""
+        count = 0
+        with self._guard("removing rows"), self.engine.begin() as conn:
+            for chunk in _chunks(list(ids), _ID_CHUNK):
+                count += conn.execute(delete(images).where(images.c.id.in_(chunk))).rowcount
+        return count
+
+    def lookup(self, file_name: str) -> KnownFile | None:
+        """One row's comparison fields, or None."""
+        c = images.c
+        query = select(*_KNOWN_COLUMNS).where(c.file_name == file_name)
+        with self._guard("reading a row"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else KnownFile(*row[1:])
+
+    def rows_under(self, prefix: str) -> list[tuple[str, KnownFile]]:
+        """(file_name, row) for every row whose file_name starts with prefix ("dir/")."""
+        c = images.c
+        pattern = _like_escape(prefix) + "%"
+        query = select(*_KNOWN_COLUMNS).where(c.file_name.like(pattern, escape="!"))
+        with self._guard("reading rows of a directory"), self.engine.connect() as conn:
+            return [(row[0], KnownFile(*row[1:])) for row in conn.execute(query)]
+
+    def rename(self, old: str, new: str) -> bool:
+        """Give a moved file's row its new name; False if there is no such row or the
+        new name already has one (then the caller treats old as gone and new as changed)."""
+        c = images.c
+        with self._guard("renaming a row"), self.engine.begin() as conn:
+            if conn.execute(select(c.id).where(c.file_name == new)).first() is not None:
+                return False
+            result = conn.execute(
+                update(images).where(c.file_name == old).values(file_name=new, updated_at=utcnow())
+            )
+            return result.rowcount > 0
+
+    def rename_prefix(self, old_prefix: str, new_prefix: str) -> tuple[int, list[str]]:
+        """A moved directory: every row under old_prefix moves under new_prefix.
+
+        Returns how many moved, and the old names that could not (the new name is
+        taken or too long): the caller treats those as gone.
+        """
+        c = images.c
+        stuck: list[str] = []
+        now = utcnow()
+        pattern = _like_escape(old_prefix) + "%"
+        with self._guard("renaming rows of a moved directory"), self.engine.begin() as conn:
+            rows = conn.execute(
+                select(c.id, c.file_name).where(c.file_name.like(pattern, escape="!"))
+            ).all()
+            taken = set(
+                conn.execute(
+                    select(c.file_name).where(
+                        c.file_name.like(_like_escape(new_prefix) + "%", escape="!")
+                    )
+                ).scalars()
+            )
+            for row_id, name in rows:
+                target = new_prefix + name[len(old_prefix) :]
+                if target in taken or len(target) > FILE_NAME_MAX:
+                    stuck.append(name)
+                    continue
+                conn.execute(
+                    update(images).where(c.id == row_id).values(file_name=target, updated_at=now)
+                )
+        return len(rows) - len(stuck), stuck
+
+    def media_of(self, row_id: int) -> int | None:
+        c = images.c
+        with self._guard("reading a row"), self.engine.connect() as conn:
+            value = conn.execute(select(c.wp_media_id).where(c.id == row_id)).scalar()
+        return int(value) if value is not None else None
+
+
+def _like_escape(value: str) -> str:
+    # '!' rather than a backslash: MySQL reads a backslash in ESCAPE '\\' as a string escape.
+    return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

@@ -57,12 +57,6 @@ def test_invalid_settings_exit_78_with_one_line(tmp_path: Path) -> None:
     assert "IMGWATCH_BATCH_SIZE" in lines[0]
 
 
-def test_no_mode_is_a_usage_error_for_now(tmp_path: Path, image_dir: Path) -> None:
-    result = run("--image-dir", str(image_dir), cwd=tmp_path)
-    assert result.returncode == 64
-    assert "--rescan" in result.stderr
-
-
 def test_help_lists_every_setting_and_takes_passwords_only_from_files() -> None:
     result = run("--help")
     assert result.returncode == 0

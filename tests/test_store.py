@@ -215,3 +215,49 @@ def test_mariadb_table_is_utf8mb4_with_exact_file_names(mariadb: MariaDB) -> Non
         assert collation == "utf8mb4_bin"
     finally:
         store.close()
+
+
+def test_rename_moves_the_row_unless_the_new_name_has_one(store: ImageStore) -> None:
+    store.upsert([record("a.jpg"), record("b.jpg"), record("c.jpg")])
+    known = store.known_files()
+    assert store.rename("a.jpg", "sub/a.jpg")
+    assert store.lookup("sub/a.jpg") == known["a.jpg"]
+    assert store.lookup("a.jpg") is None
+    assert not store.rename("b.jpg", "c.jpg")  # c.jpg has its own row
+    assert not store.rename("nothing.jpg", "x.jpg")
+    assert set(store.known_files()) == {"sub/a.jpg", "b.jpg", "c.jpg"}
+
+
+def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None:
+    # '%' and '_' in a directory name must not match other directories.
+    names = ["50%_off/a.jpg", "50%_off/deep/b.jpg", "50xyoff/c.jpg", "50%_off2/d.jpg", "new/a.jpg"]
+    store.upsert([record(n) for n in names])
+    assert sorted(n for n, _ in store.rows_under("50%_off/")) == [
+        "50%_off/a.jpg",
+        "50%_off/deep/b.jpg",
+    ]
+    moved, stuck = store.rename_prefix("50%_off/", "new/")
+    assert (moved, stuck) == (1, ["50%_off/a.jpg"])  # new/a.jpg was taken
+    assert set(store.known_files()) == {
+        "50%_off/a.jpg",
+        "new/deep/b.jpg",
+        "50xyoff/c.jpg",
+        "50%_off2/d.jpg",
+        "new/a.jpg",
+    }
+
+
+def test_mark_missing_by_name_spares_a_row_renamed_meanwhile(store: ImageStore) -> None:
+    store.upsert([record("a.jpg"), record("b.jpg")])
+    known = store.known_files()
+    store.rename("a.jpg", "moved.jpg")  # a move lands while a scan runs
+    ids = [known["a.jpg"].id, known["b.jpg"].id]
+    assert store.mark_missing(ids, names=["a.jpg", "b.jpg"]) == 1
+    rows = {r["file_name"]: r["status"] for r in store.all_rows()}
+    assert rows == {"moved.jpg": DONE, "b.jpg": MISSING}
+
+
+def test_forget_removes_rows(store: ImageStore) -> None:
+    store.upsert([record("a.jpg"), record("b.jpg")])
+    assert store.forget([store.known_files()["a.jpg"].id]) == 1
+    assert set(store.known_files()) == {"b.jpg"}

@@ -1,0 +1,397 @@
+"""The long-running daemon: start and stop order, the main loop, signals, health.
+
+Start: store -> WordPress preflight -> observer -> READY=1 -> startup reconcile.
+The observer starts before the reconcile, so a file that arrives during the scan
+is seen by one or both; either way it is recorded once (upserts are keyed on
+file_name, an unchanged file is not read again, uploads are keyed on content).
+
+The main loop owns the debouncer: it turns watcher Changes into per-path
+deadlines, hands settled paths to the file workers, and once per tick does the
+housekeeping (watchdog ping, STATUS=, observer health, periodic reconcile).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import queue
+import signal
+import threading
+import time
+from types import FrameType
+
+from imgwatch.config import Settings
+from imgwatch.debounce import Debouncer, Signature
+from imgwatch.errors import ConfigError, DatabaseUnavailable
+from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
+from imgwatch.notify import Notifier
+from imgwatch.processor import FileProcessor
+from imgwatch.scanner import Reconciler, check_image_dir, walk
+from imgwatch.service import media_client, preflight, uploader
+from imgwatch.store import ImageStore
+from imgwatch.watcher import Change, Watcher, wants_polling
+from imgwatch.workers import (
+    FileWorkers,
+    Gone,
+    GoneDir,
+    LastError,
+    Rename,
+    RenameDir,
+    Stats,
+    UploadDispatcher,
+    Writer,
+)
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # longest the main loop sleeps: bounds signal and health-check latency
+HEALTH_EVERY = 1.0
+STATUS_EVERY = 2.0
+RESTART_WATCHER_EVERY = 5.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        # Checked before the database is touched: a typo should not create a database.
+        self.root = check_image_dir(settings.image_dir)
+        self._prefix = str(self.root).rstrip("/") + "/"
+        self.accept = ImageNameFilter(settings.extensions)
+        self.processor = FileProcessor(settings.default_description)
+        self.store = ImageStore(settings.database_url())
+        self.client = media_client(settings)
+        self.stats = Stats()
+        self.stopping = threading.Event()
+        self.inbox: queue.Queue[Change] = queue.Queue(maxsize=settings.queue_size)
+        polling = wants_polling(settings.watch_mode, self.root)
+        self.watcher = Watcher(
+            self.root,
+            self.inbox,
+            polling=polling,
+            poll_interval=settings.poll_interval,
+        )
+        # A poller reports a growing file once per interval: quiet must outlast that.
+        quiet = max(settings.quiet_period, settings.poll_interval) if polling else None
+        self.debouncer = Debouncer(
+            self._signature,
+            quiet=quiet if quiet is not None else settings.quiet_period,
+            max_wait=settings.max_wait,
+        )
+        self.writer = Writer(
+            root=self.root,
+            store=self.store,
+            stats=self.stats,
+            batch_size=settings.batch_size,
+            on_delete=settings.on_delete,
+            client=self.client,
+            on_pending=self._new_upload_rows,
+        )
+        self.files = FileWorkers(
+            root=self.root,
+            store=self.store,
+            accept=self.accept,
+            processor=self.processor,
+            uploads=self.client is not None,
+            writer=self.writer,
+            retouch=self._retouch,
+            threads=settings.workers,
+        )
+        self.uploads: UploadDispatcher | None = None
+        self._reconcile_wanted = threading.Event()
+        self._reconcile_reason = ""
+        self._reconcile_thread = threading.Thread(
+            target=self._reconcile_loop, name="reconcile", daemon=True
+        )
+        self._signal: int | None = None
+        self._hup = False
+        self._last_error = LastError(self.stats)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        logging.getLogger().addHandler(self._last_error)
+        log.info("database: %s", self.store.display_url)
+        self.store.open()
+        started = False
+        try:
+            if self.client is not None:
+                up = uploader(self.settings, self.client, self.store)
+                preflight(self.client, up.breaker)
+                self.uploads = UploadDispatcher(up, self.store, self.stats)
+            self.watcher.start()
+            log.info("watching %s (%s)", self.root, self.watcher.mode)
+            self._start_threads()
+            started = True
+            self.notifier.ready(self.status_line())
+            self.request_reconcile("startup")
+            self._loop()
+        finally:
+            self._shutdown(started)
+        return 0
+
+    def _start_threads(self) -> None:
+        self.writer.start()
+        self.files.start()
+        if self.uploads is not None:
+            self.uploads.start()
+        self._reconcile_thread.start()
+
+    def _shutdown(self, started: bool) -> None:
+        self.stopping.set()
+        self.notifier.stopping(f"stopping: {self.queue_depth()} queued")
+        deadline = time.monotonic() + self.settings.stop_timeout
+        self.watcher.stop()
+        unfinished: list[str] = []
+        if started:
+            self._reconcile_wanted.set()
+            if not self.files.stop(deadline):
+                unfinished.append("file workers")
+            if not self.writer.stop(deadline):
+                unfinished.append("database writes")
+            if self.uploads is not None and not self.uploads.stop(deadline):
+                unfinished.append(f"{self.uploads.in_flight()} upload(s)")
+            self._reconcile_thread.join(max(0.0, deadline - time.monotonic()))
+            if self._reconcile_thread.is_alive():
+                unfinished.append("reconcile")
+        if self.client is not None:
+            self.client.close()
+        self.store.close()
+        logging.getLogger().removeHandler(self._last_error)
+        if unfinished:
+            # Their rows say what is left (`uploading`, `pending`, or no row yet); the
+            # next start resolves them. Waiting longer would only earn a SIGKILL.
+            log.warning("stop deadline passed with %s unfinished", ", ".join(unfinished))
+            logging.shutdown()
+            os._exit(0)
+        log.info("stopped")
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only flags here: the main loop may hold a lock a handler would wait on.
+        if self._signal is not None:
+            os._exit(128 + signum)  # second signal: now, the rows say what is unfinished
+        self._signal = signum
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._hup = True
+
+    # --- main loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        now = time.monotonic()
+        next_health = now + HEALTH_EVERY
+        next_status = now + STATUS_EVERY
+        interval = self.settings.reconcile_interval
+        next_reconcile = now + interval if interval > 0 else None
+        next_ping = now
+        while self._signal is None:
+            self._take_changes()
+            self._dispatch_due()
+            now = time.monotonic()
+            if self.watcher.handler.lost.is_set():
+                self.watcher.handler.lost.clear()
+                log.warning("file events were lost (queue overflow); reconciling")
+                self.request_reconcile("overflow")
+            if self._hup:
+                self._hup = False
+                self.request_reconcile("SIGHUP")
+                if self.uploads is not None:
+                    self.uploads.retry_now()
+            if next_reconcile is not None and now >= next_reconcile:
+                next_reconcile = now + interval
+                self.request_reconcile("periodic")
+            if now >= next_health:
+                next_health = now + HEALTH_EVERY
+                self._check_watcher()
+            if now >= next_status:
+                next_status = now + STATUS_EVERY
+                self.notifier.status(self.status_line())
+            ping = self.notifier.watchdog_interval
+            if ping is not None and now >= next_ping and self.healthy():
+                next_ping = now + ping
+                self.notifier.watchdog()
+        log.info("received %s, stopping", signal.Signals(self._signal).name)
+
+    def _take_changes(self) -> None:
+        timeout = TICK
+        deadline = self.debouncer.next_deadline()
+        if deadline is not None:
+            timeout = min(TICK, max(0.0, deadline - time.monotonic()))
+        if len(self.debouncer) >= self.settings.queue_size:
+            # Back-pressure: leave changes in the inbox (the watcher then waits).
+            time.sleep(min(timeout, 0.05))
+            return
+        try:
+            change = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._route(change)
+        for _ in range(1000):
+            try:
+                change = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._route(change)
+
+    def _dispatch_due(self) -> None:
+        room = self.files.room()
+        if room <= 0:
+            return
+        for key in self.debouncer.due(room, busy=self.files.is_busy):
+            if not self.files.submit(key):
+                self.debouncer.touch(key, closed=True)
+
+    def _route(self, change: Change) -> None:
+        """One watcher Change -> debouncer deadlines or writer ops. No I/O but a directory walk."""
+        kind = change.kind
+        if kind in {"created", "written", "closed", "deleted", "recheck"}:
+            key = self._file_key(change.path)
+            if key is not None:
+                # Only inotify reports closes; a poller's "written" must not wait for one.
+                writing = kind == "written" and not self.watcher.polling
+                self.debouncer.touch(key, closed=kind == "closed", writing=writing)
+        elif kind == "moved":
+            self._route_move(self._file_key(change.path), self._file_key(change.dest))
+        else:
+            self._route_dir(kind, self._dir_key(change.path), self._dir_key(change.dest))
+
+    def _route_dir(self, kind: str, old: str | None, new: str | None) -> None:
+        if kind == "dir_created":
+            self._scan_dir(old)
+        elif kind == "dir_deleted" and old is not None:
+            self.writer.put(GoneDir(old + "/"))
+        elif kind == "dir_moved":
+            if old is not None and new is not None:
+                self.writer.put(RenameDir(old + "/", new + "/"))
+            elif old is not None:
+                self.writer.put(GoneDir(old + "/"))
+            self._scan_dir(new)
+
+    def _route_move(self, old: str | None, new: str | None) -> None:
+        if old is not None and new is not None:
+            # The row follows the file (no new upload); the look at `new` then finds
+            # it unchanged, or records what changed.
+            self.debouncer.forget(old)
+            self.writer.put(Rename(old, new))
+        elif old is not None:
+            self.debouncer.forget(old)
+            self.writer.put(Gone(old))  # renamed to a name we ignore, or moved out
+        if new is not None:
+            self.debouncer.touch(new, closed=True)
+
+    def _scan_dir(self, key: str | None) -> None:
+        """A new or moved-in directory: files may have landed before its watch existed."""
+        if key is None:
+            return
+        for found in walk(self.root / key, self.accept):
+            self.debouncer.touch(f"{key}/{found.file_name}", closed=True)
+
+    def _file_key(self, path: str) -> str | None:
+        """The file_name for a path under the image directory that names a candidate."""
+        key = self._dir_key(path)
+        if key is None or not self.accept(posixpath.basename(key)):
+            return None
+        return key
+
+    def _dir_key(self, path: str) -> str | None:
+        if not path.startswith(self._prefix):
+            return None
+        key = path[len(self._prefix) :]
+        if not key or any(is_hidden_or_temp(part) for part in key.split("/")):
+            return None
+        return key
+
+    def _signature(self, key: str) -> Signature:
+        try:
+            st = os.stat(os.path.join(self.root, key))
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    def _retouch(self, key: str) -> None:
+        """From a worker thread: look at key again later, via the main loop."""
+        self.watcher.handler.put(Change("recheck", os.path.join(self.root, key)))
+
+    def _new_upload_rows(self) -> None:
+        if self.uploads is not None:
+            self.uploads.new_rows()
+
+    # --- health and status ------------------------------------------------------------
+
+    def _check_watcher(self) -> None:
+        if self.watcher.alive():
+            return
+        log.error("the file watcher stopped; restarting it and reconciling")
+        self.watcher.stop()
+        try:
+            self.watcher.start()
+        except ConfigError:
+            raise
+        except OSError as exc:
+            log.error("cannot watch %s: %s; trying again", self.root, exc.strerror or exc)
+            time.sleep(RESTART_WATCHER_EVERY)
+            return
+        self.request_reconcile("watcher restart")
+
+    def healthy(self) -> bool:
+        threads_ok = self.files.alive() and self.writer.alive()
+        uploads_ok = self.uploads is None or self.uploads.alive()
+        return self.watcher.alive() and threads_ok and uploads_ok
+
+    def queue_depth(self) -> int:
+        return len(self.debouncer) + self.files.work.qsize() + self.writer.pending()
+
+    def status_line(self) -> str:
+        s = self.stats
+        text = (
+            f"watching {self.root}: {self.queue_depth()} queued, {s.recorded} recorded, "
+            f"{s.rejected} rejected, {s.missing} gone"
+        )
+        if self.uploads is not None:
+            text += f", {s.uploaded} uploaded, {s.upload_failed} upload failures"
+        if s.last_error:
+            text += f"; last error: {s.last_error}"
+        return text
+
+    # --- reconciling --------------------------------------------------------------------
+
+    def request_reconcile(self, reason: str) -> None:
+        self._reconcile_reason = reason
+        self._reconcile_wanted.set()
+
+    def _reconcile_loop(self) -> None:
+        reconciler = Reconciler(
+            store=self.store,
+            image_dir=self.root,
+            accept=self.accept,
+            processor=self.processor,
+            batch_size=self.settings.batch_size,
+            uploads=self.client is not None,
+        )
+        while True:
+            self._reconcile_wanted.wait()
+            if self.stopping.is_set():
+                return
+            self._reconcile_wanted.clear()
+            reason = self._reconcile_reason
+            try:
+                summary = reconciler.run(cancel=self.stopping)
+            except (ConfigError, DatabaseUnavailable) as exc:
+                log.error("%s reconcile failed: %s", reason, exc)
+                self.stopping.wait(5.0)
+                continue
+            except Exception:
+                log.exception("internal error in the %s reconcile", reason)
+                continue
+            log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
+            self.stats.add("recorded", summary.new + summary.changed)
+            self.stats.add("rejected", summary.rejected)
+            self.stats.add("missing", summary.missing)
+            self._new_upload_rows()

@@ -1,0 +1,218 @@
+"""Noticing changes: a watchdog observer and a handler that only forwards paths.
+
+The handler runs on watchdog's thread, where an exception kills the thread
+without a word. So it does no I/O and cannot raise. Its queue is bounded: when
+the daemon falls that far behind, changes are dropped and a reconcile finds
+them, just as after the kernel's own queue overflows.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.polling import PollingObserver
+
+from imgwatch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# "recheck" is the daemon's own: look at a path again (it changed while being read).
+ChangeKind = Literal[
+    "created",
+    "written",
+    "closed",
+    "deleted",
+    "moved",
+    "dir_created",
+    "dir_deleted",
+    "dir_moved",
+    "recheck",
+]
+
+# Filesystems where inotify sees no changes made by other hosts or by the FUSE daemon.
+NETWORK_FS_TYPES = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "lustre", "gpfs"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One thing that happened under the image directory (absolute paths)."""
+
+    kind: ChangeKind
+    path: str = ""
+    dest: str = ""
+
+
+class ForwardingHandler(FileSystemEventHandler):
+    """Turns watchdog events into Changes on a queue; nothing else."""
+
+    def __init__(self, inbox: queue.Queue[Change]) -> None:
+        self.inbox = inbox
+        # Set when a change had to be dropped; the daemon answers with a reconcile.
+        self.lost = threading.Event()
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            change = _change_for(event)
+            if change is not None:
+                self.put(change)
+        except Exception:
+            log.exception("internal error handling a file event; the next reconcile covers it")
+
+    def put(self, change: Change) -> None:
+        # Bounded: past the limit, changes are dropped and a reconcile finds them, as
+        # after a kernel queue overflow. Blocking here would only grow watchdog's own
+        # unbounded queue instead.
+        try:
+            self.inbox.put_nowait(change)
+        except queue.Full:
+            self.lost.set()
+
+
+def _change_for(event: FileSystemEvent) -> Change | None:
+    src = os.fsdecode(event.src_path)
+    dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+    kind = event.event_type
+    if event.is_directory:
+        if kind == "created":
+            return Change("dir_created", src)
+        if kind == "deleted":
+            return Change("dir_deleted", src)
+        if kind == "moved":
+            return Change("dir_moved", src, dest)
+        return None  # a directory's own mtime/attrib changes say nothing about images
+    if kind == "created":  # by open(O_CREAT), or moved in from outside the tree
+        return Change("created", src)
+    if kind == "modified":  # written to; with inotify a close event follows
+        return Change("written", src)
+    if kind == "closed":  # closed after writing (IN_CLOSE_WRITE)
+        return Change("closed", src)
+    if kind == "deleted":
+        return Change("deleted", src)
+    if kind == "moved":
+        return Change("moved", src, dest)
+    return None  # opened, closed without writing, attrib
+
+
+class OverflowSignal(logging.Handler):
+    """watchdog drops the kernel's IN_Q_OVERFLOW after logging it: catch that line.
+
+    Events were lost, so the daemon has to rescan; this is the only place the
+    overflow is visible from outside watchdog. The periodic reconcile covers
+    versions of watchdog that do not log it.
+    """
+
+    def __init__(self, handler: ForwardingHandler) -> None:
+        super().__init__(logging.WARNING)
+        self.handler = handler
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.handler.lost.set()
+
+
+def filesystem_type(path: Path, mounts: str = "/proc/mounts") -> str | None:
+    """The type of the filesystem path lives on, from the longest matching mount point."""
+    target = str(path.resolve())
+    best, best_type = "", None
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, best_type = point, fields[2]
+    except OSError:
+        return None
+    return best_type
+
+
+def wants_polling(mode: str, image_dir: Path) -> bool:
+    if mode != "auto":
+        return mode == "polling"
+    fstype = filesystem_type(image_dir) or ""
+    return fstype in NETWORK_FS_TYPES or fstype.startswith("fuse")
+
+
+class Watcher:
+    """The observer for one image directory, restartable."""
+
+    def __init__(
+        self,
+        image_dir: Path,
+        inbox: queue.Queue[Change],
+        *,
+        polling: bool,
+        poll_interval: float,
+    ) -> None:
+        self.image_dir = image_dir
+        self.polling = polling
+        self.poll_interval = poll_interval
+        self.handler = ForwardingHandler(inbox)
+        self._overflow = OverflowSignal(self.handler)
+        self.observer: BaseObserver | None = None
+
+    @property
+    def mode(self) -> str:
+        return f"polling every {self.poll_interval:g}s" if self.polling else "inotify"
+
+    def start(self) -> None:
+        """Start watching; ConfigError when the kernel's inotify limits are reached."""
+        observer: BaseObserver = (
+            PollingObserver(timeout=self.poll_interval) if self.polling else InotifyObserver()
+        )
+        observer.schedule(self.handler, str(self.image_dir), recursive=True)
+        try:
+            observer.start()
+        except OSError as exc:
+            observer.stop()
+            raise _limit_error(exc) or exc from None
+        self.observer = observer
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._overflow)
+
+    def alive(self) -> bool:
+        observer = self.observer
+        if observer is None or not observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in observer.emitters)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._overflow)
+        observer, self.observer = self.observer, None
+        if observer is None:
+            return
+        try:
+            observer.stop()
+            observer.join(timeout)
+        except Exception as exc:  # noqa: BLE001 - a broken observer is being discarded anyway
+            log.debug("stopping the file watcher: %s", exc)
+
+
+def _limit_error(exc: OSError) -> ConfigError | None:
+    if exc.errno == errno.ENOSPC:
+        return ConfigError(
+            "out of inotify watches (one is needed per directory): raise "
+            "fs.inotify.max_user_watches, e.g. `sysctl fs.inotify.max_user_watches=524288` "
+            "(packaging/systemd/60-imgwatch.conf for /etc/sysctl.d), or set "
+            "IMGWATCH_WATCH_MODE=polling"
+        )
+    if exc.errno == errno.EMFILE:
+        return ConfigError(
+            "out of inotify instances: raise fs.inotify.max_user_instances "
+            "(packaging/systemd/60-imgwatch.conf for /etc/sysctl.d)"
+        )
+    return None

@@ -1,0 +1,471 @@
+"""The daemon's moving parts behind the debouncer, each on its own thread(s).
+
+    FileWorkers ──ops──> Writer ──rows──> store ──due rows──> UploadDispatcher
+
+FileWorkers read and hash files (several threads; hashing releases the GIL).
+The Writer is the only thread that changes rows on behalf of events: it applies
+ops in arrival order and groups consecutive upserts into one transaction, so a
+burst of files costs a few commits, not one per file. The UploadDispatcher asks
+the store what is due (the row is the durable queue) and hands rows to the
+Uploader's pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgwatch.errors import DatabaseUnavailable, UploadError
+from imgwatch.filters import ImageNameFilter
+from imgwatch.processor import FileProcessor
+from imgwatch.scanner import examine, find_one
+from imgwatch.store import DONE, MISSING, PENDING, REJECTED, ImageRecord, ImageStore, UploadJob
+from imgwatch.uploader import Uploader
+from imgwatch.wordpress import MediaClient
+
+log = logging.getLogger(__name__)
+
+
+# --- what the Writer is asked to do --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    record: ImageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenameDir:
+    old_prefix: str  # "dir/"
+    new_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GoneDir:
+    prefix: str
+
+
+Op = Upsert | Rename | RenameDir | Gone | GoneDir
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for STATUS= and the log; updated from several threads."""
+
+    recorded: int = 0
+    rejected: int = 0
+    missing: int = 0
+    uploaded: int = 0
+    upload_failed: int = 0
+    last_error: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+class LastError(logging.Handler):
+    """Keeps the latest warning or error line for `STATUS=` (messages hold no secrets)."""
+
+    def __init__(self, stats: Stats) -> None:
+        super().__init__(logging.WARNING)
+        self.stats = stats
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stats.last_error = record.getMessage().splitlines()[0][:200]
+
+
+# --- reading files --------------------------------------------------------------
+
+
+class FileWorkers:
+    """Threads that turn a settled path into an op for the Writer."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        store: ImageStore,
+        accept: ImageNameFilter,
+        processor: FileProcessor,
+        uploads: bool,
+        writer: Writer,
+        retouch: Callable[[str], None],
+        threads: int,
+    ) -> None:
+        self.root = root
+        self.store = store
+        self.accept = accept
+        self.processor = processor
+        self.uploads = uploads
+        self.writer = writer
+        self.retouch = retouch
+        # Small on purpose: the debouncer holds the backlog, this only keeps threads fed.
+        self.work: queue.Queue[str | None] = queue.Queue(maxsize=threads * 4)
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"file-{i}", daemon=True)
+            for i in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def is_busy(self, key: str) -> bool:
+        with self._busy_lock:
+            return key in self._busy
+
+    def room(self) -> int:
+        return self.work.maxsize - self.work.qsize()
+
+    def submit(self, key: str) -> bool:
+        with self._busy_lock:
+            self._busy.add(key)
+        try:
+            self.work.put_nowait(key)
+        except queue.Full:
+            with self._busy_lock:
+                self._busy.discard(key)
+            return False
+        return True
+
+    def stop(self, deadline: float) -> bool:
+        """Drop what has not started (the next start finds it again), finish the rest."""
+        dropped = 0
+        while True:
+            try:
+                if self.work.get_nowait() is not None:
+                    dropped += 1
+            except queue.Empty:
+                break
+        if dropped:
+            log.info("%d file(s) not yet read; they are picked up at the next start", dropped)
+        for _ in self._threads:
+            self.work.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _run(self) -> None:
+        while (key := self.work.get()) is not None:
+            try:
+                self.process(key)
+            except DatabaseUnavailable as exc:
+                log.warning("%s; will look at %r again", exc, key)
+                time.sleep(1.0)
+                self.retouch(key)
+            except Exception:
+                log.exception("internal error processing %r; the next reconcile retries it", key)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(key)
+
+    def process(self, key: str) -> None:
+        found = find_one(self.root, key)
+        if found is None or not self.accept(posixpath.basename(key)):
+            self.writer.put(Gone(key))
+            return
+        row = self.store.lookup(key)
+        outcome = examine(found, row, self.processor, self.uploads)
+        if not isinstance(outcome, ImageRecord):
+            return  # unchanged, or a name no row can hold (logged)
+        if outcome.status == PENDING and outcome.sha256 is None:
+            # Changed while being read: not finished after all; wait for quiet again.
+            self.retouch(key)
+            return
+        self.writer.put(Upsert(outcome))
+
+
+# --- writing rows -------------------------------------------------------------------
+
+
+class Writer:
+    """Applies ops in order on one thread; consecutive upserts share a transaction."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        store: ImageStore,
+        stats: Stats,
+        batch_size: int,
+        on_delete: str,
+        client: MediaClient | None,
+        on_pending: Callable[[], None],
+    ) -> None:
+        self.root = root
+        self.store = store
+        self.stats = stats
+        self.batch_size = batch_size
+        self.on_delete = on_delete
+        self.client = client
+        self.on_pending = on_pending
+        self.ops: queue.Queue[Op | None] = queue.Queue(maxsize=max(100, batch_size * 2))
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def put(self, op: Op) -> None:
+        self.ops.put(op)
+
+    def pending(self) -> int:
+        return self.ops.qsize()
+
+    def stop(self, deadline: float) -> bool:
+        self.ops.put(None)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopping.set()  # a database still down at the deadline is not waited for
+        self._thread.join(1.0)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            op = self.ops.get()
+            batch: list[Op] = []
+            if op is None:
+                done = True
+            else:
+                batch.append(op)
+                while len(batch) < self.batch_size:
+                    try:
+                        more = self.ops.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        done = True
+                        break
+                    batch.append(more)
+            if batch:
+                self._apply_with_retry(batch)
+
+    def _apply_with_retry(self, batch: list[Op]) -> None:
+        pause = 1.0
+        while True:
+            try:
+                self._apply(batch)
+                return
+            except DatabaseUnavailable as exc:
+                if self._stopping.is_set():
+                    log.error(
+                        "%s; %d change(s) not written, the next start reconciles them",
+                        exc,
+                        len(batch),
+                    )
+                    return
+                log.warning("%s; retrying in %.0fs", exc, pause)
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 30.0)
+            except Exception:
+                log.exception(
+                    "internal error writing %d change(s); the next reconcile redoes them",
+                    len(batch),
+                )
+                return
+
+    def _apply(self, batch: list[Op]) -> None:
+        records: list[ImageRecord] = []
+        for op in batch:
+            if isinstance(op, Upsert):
+                records.append(op.record)
+                continue
+            self._flush(records)
+            if isinstance(op, Rename):
+                self._rename(op)
+            elif isinstance(op, RenameDir):
+                self._rename_dir(op)
+            elif isinstance(op, Gone):
+                self._gone(op.file_name)
+            else:
+                for name, _row in self.store.rows_under(op.prefix):
+                    self._gone(name)
+        self._flush(records)
+
+    def _flush(self, records: list[ImageRecord]) -> None:
+        if not records:
+            return
+        self.store.upsert(records)
+        rejected = sum(1 for r in records if r.status == REJECTED)
+        self.stats.add("rejected", rejected)
+        self.stats.add("recorded", sum(1 for r in records if r.status in {DONE, PENDING}))
+        if any(r.status == PENDING for r in records):
+            self.on_pending()
+        records.clear()
+
+    def _rename(self, op: Rename) -> None:
+        if self.store.rename(op.old, op.new):
+            log.info("moved %r -> %r", op.old, op.new)
+        else:
+            self._gone(op.old)  # no row to move, or the new name has its own row
+
+    def _rename_dir(self, op: RenameDir) -> None:
+        moved, stuck = self.store.rename_prefix(op.old_prefix, op.new_prefix)
+        if moved:
+            old, new = op.old_prefix.rstrip("/"), op.new_prefix.rstrip("/")
+            log.info("moved directory %r -> %r (%d file(s))", old, new, moved)
+        for name in stuck:
+            self._gone(name)
+
+    def _gone(self, file_name: str) -> None:
+        if os.path.lexists(os.path.join(self.root, file_name)):
+            return  # back already (a save that replaces the file); its own event follows
+        row = self.store.lookup(file_name)
+        if row is None or (row.status == MISSING and self.on_delete == "missing"):
+            return
+        if self.on_delete == "missing":
+            self.store.mark_missing([row.id], names=[file_name])
+            log.info("missing %r: deleted or moved away, row kept", file_name)
+        else:
+            self.store.forget([row.id])
+            log.info("forgot %r: deleted or moved away, row removed", file_name)
+            if self.on_delete == "purge":
+                self._purge_media(file_name, row.id, row.wp_media_id)
+        self.stats.add("missing")
+
+    def _purge_media(self, file_name: str, row_id: int, media_id: int | None) -> None:
+        if self.client is None or media_id is None:
+            return
+        if self.store.media_in_use(media_id, except_id=row_id):
+            log.info("kept media %d of %r: another file shares it", media_id, file_name)
+            return
+        try:
+            if self.client.delete(media_id):
+                log.info("deleted media %d of %r from WordPress", media_id, file_name)
+        except UploadError as exc:
+            log.warning("could not delete media %d of %r: %s", media_id, file_name, exc)
+
+
+# --- uploading ------------------------------------------------------------------------
+
+
+class UploadDispatcher:
+    """Feeds due rows to the Uploader's workers; woken by new rows, every 30 s otherwise."""
+
+    RECHECK = 30.0
+
+    def __init__(self, uploader: Uploader, store: ImageStore, stats: Stats) -> None:
+        self.uploader = uploader
+        self.store = store
+        self.stats = stats
+        self.wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(uploader.workers, thread_name_prefix="upload")
+        self._in_flight: dict[int, Future[None]] = {}
+        self._backlog: deque[UploadJob] = deque()
+        self._refetch = threading.Event()
+        self._everything = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="uploads", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def stop(self, deadline: float) -> bool:
+        """No new uploads; wait for those under way. A row left `uploading` is resolved
+        by the slug lookup at the next start, never uploaded blindly again."""
+        self._stopping.set()
+        self.wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            futures = list(self._in_flight.values())
+        for future in futures:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001, S112 - timeouts and cancellations: reported below
+                continue
+        return self.in_flight() == 0
+
+    def new_rows(self) -> None:
+        """Rows that need uploading were written: look them up now."""
+        self._refetch.set()
+        self.wake.set()
+
+    def retry_now(self) -> None:
+        """An operator asked (SIGHUP): failed uploads are due now, WordPress gets a new chance."""
+        self.uploader.breaker.reset()
+        self._everything = True
+        self.new_rows()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            if not self.wake.wait(self.RECHECK):
+                self._refetch.set()  # scheduled retries come due with time alone
+            self.wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._dispatch()
+            except DatabaseUnavailable as exc:
+                log.warning("%s; uploads wait", exc)
+                self._stopping.wait(5.0)
+            except Exception:
+                log.exception("internal error dispatching uploads; trying again shortly")
+                self._stopping.wait(5.0)
+
+    def _dispatch(self) -> None:
+        if self._refetch.is_set() or not self._backlog:
+            self._refetch.clear()
+            everything, self._everything = self._everything, False
+            # The row is the queue: re-read it rather than trust what was read before.
+            self._backlog = deque(self.store.due_uploads(include_scheduled=everything))
+        limit = self.uploader.workers * 2
+        with self._lock:
+            while self._backlog and len(self._in_flight) < limit:
+                job = self._backlog.popleft()
+                if job.id not in self._in_flight and not self._stopping.is_set():
+                    self._in_flight[job.id] = self._pool.submit(self._upload, job)
+
+    def _upload(self, job: UploadJob) -> None:
+        try:
+            outcome = self.uploader.upload(job)
+            if outcome in {"done", "reused"}:
+                self.stats.add("uploaded")
+            elif outcome == "failed":
+                self.stats.add("upload_failed")
+        except DatabaseUnavailable as exc:
+            log.warning("%s; upload of %r is retried later", exc, job.file_name)
+        except Exception:
+            log.exception("internal error uploading %r; it is retried later", job.file_name)
+        finally:
+            with self._lock:
+                self._in_flight.pop(job.id, None)
+            self.wake.set()

@@ -1,0 +1,157 @@
+"""The daemon as a real process, with a fake systemd notify socket to listen on."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import URL
+
+from imgwatch.store import ImageStore
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll until predicate() is truthy; its value is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class DaemonProcess:
+    """`python -m imgwatch` with NOTIFY_SOCKET bound here; stderr goes to a log file."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], *args: str) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
+        sock_path = workdir / f"notify-{time.monotonic_ns()}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(sock_path))
+        self.messages: list[str] = []
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGWATCH_")}
+        full_env.update({"NOTIFY_SOCKET": str(sock_path), "IMGWATCH_QUIET_PERIOD": "0.3"})
+        full_env.update(env)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "imgwatch", *args],
+            env=full_env,
+            cwd=workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    # --- what it says ---------------------------------------------------------------
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_count(self, pattern: str) -> int:
+        return len(re.findall(pattern, self.log()))
+
+    def wait_log(self, pattern: str, timeout: float = 30.0) -> None:
+        wait_for(lambda: re.search(pattern, self.log()), timeout, f"log line {pattern!r}")
+
+    def _read_notifications(self) -> None:
+        if self.sock.fileno() == -1:
+            return
+        self.sock.setblocking(False)
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return
+
+    def all_messages(self) -> list[str]:
+        self._read_notifications()
+        return self.messages
+
+    def notified(self, line: str) -> bool:
+        self._read_notifications()
+        return any(line in message.splitlines() for message in self.messages)
+
+    def wait_notified(self, line: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.process.returncode}):\n{self.log()}")
+            return self.notified(line)
+
+        wait_for(seen, timeout, f"notification {line!r}")
+
+    def wait_started(self) -> None:
+        """READY=1 and the startup reconcile finished."""
+        self.wait_notified("READY=1")
+        self.wait_log(r"startup reconcile: ")
+
+    # --- stopping -------------------------------------------------------------------
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            self.close()
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+        if self.sock.fileno() != -1:
+            self._read_notifications()  # what it said on the way out
+            self.sock.close()
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rows_by_name(db: URL) -> dict[str, dict[str, Any]]:
+    store = ImageStore(db)
+    try:
+        return {row["file_name"]: row for row in store.all_rows()}
+    finally:
+        store.close()
+
+
+def wait_rows(
+    db: URL, check: Callable[[dict[str, dict[str, Any]]], bool], timeout: float = 60.0
+) -> dict[str, dict[str, Any]]:
+    """Rows once check(rows) holds."""
+    latest: dict[str, dict[str, Any]] = {}
+
+    def ready() -> bool:
+        nonlocal latest
+        try:
+            latest = rows_by_name(db)
+        except Exception:  # noqa: BLE001 - the table may not exist yet
+            return False
+        return check(latest)
+
+    try:
+        wait_for(ready, timeout, "rows")
+    except AssertionError:
+        raise AssertionError(f"rows never matched; last seen: {sorted(latest)}") from None
+    return latest
