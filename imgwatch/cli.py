@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from imgwatch import __version__
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
@@ -31,8 +32,16 @@ EXIT_USAGE = os.EX_USAGE
 _FILE_ONLY_SECRETS = {"db_password", "wp_password"}
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # EX_USAGE rather than argparse's 2, so the unit's RestartPreventExitStatus
+        # can tell a wrong flag (fix the unit) from a crash (restart).
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="imgwatch",
         description="Keep a folder of images, a SQL database and a WordPress media library "
         "in step.",

@@ -242,8 +242,12 @@ def env_files(explicit: Path | None) -> tuple[Path, ...]:
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"env file {str(explicit)!r} does not exist or is not a file")
+        if not os.access(explicit, os.R_OK):
+            raise ConfigError(f"env file {str(explicit)!r} is not readable by this user")
         return (explicit,)
-    return tuple(p for p in DEFAULT_ENV_FILES if p.is_file())
+    # An unreadable default file is skipped: under systemd the root-only
+    # /etc/imgwatch/imgwatch.env reaches the daemon through EnvironmentFile= instead.
+    return tuple(p for p in DEFAULT_ENV_FILES if p.is_file() and os.access(p, os.R_OK))
 
 
 def load_settings(overrides: dict[str, Any], env_file: Path | None = None) -> Settings:

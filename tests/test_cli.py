@@ -183,3 +183,9 @@ def test_failed_file_makes_rescan_exit_1(
     assert (row["status"], row["last_error"]) == (FAILED, "read error: Input/output error")
     assert row["next_attempt_at"] is not None
     store.close()
+
+
+def test_unknown_flag_is_a_usage_error_64() -> None:
+    result = run("--no-such-flag")
+    assert result.returncode == 64  # EX_USAGE: the unit does not restart on it
+    assert "unrecognized arguments: --no-such-flag" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,22 @@ def test_unknown_setting_in_env_file_is_an_error(tmp_path: Path) -> None:
 def test_missing_env_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({}, tmp_path / "nope.env")
+
+
+def test_an_unreadable_default_env_file_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under systemd, /etc/imgwatch/imgwatch.env is root-only and arrives through
+    # EnvironmentFile=; the daemon's own user cannot open it and must not try.
+    (tmp_path / "imgwatch.env").write_text("IMGWATCH_IMAGE_DIR=/from/file\n")
+    real_access = os.access
+    monkeypatch.setattr(
+        "imgwatch.config.os.access",
+        lambda p, mode: False if str(p).endswith("imgwatch.env") else real_access(p, mode),
+    )
+    with pytest.raises(ConfigError, match="IMGWATCH_IMAGE_DIR is required"):
+        load_settings({})  # the file was not read: its IMAGE_DIR never arrived
+    monkeypatch.setenv("IMGWATCH_IMAGE_DIR", "/from/environment")
+    assert load_settings({}).image_dir == Path("/from/environment")
+    with pytest.raises(ConfigError, match="not readable"):
+        load_settings({}, tmp_path / "imgwatch.env")

@@ -61,7 +61,8 @@ def test_unit_says_what_an_operator_expects() -> None:
     s = service_section()
     assert s["Type"] == ["notify"]
     assert s["Restart"] == ["on-failure"]
-    assert s["RestartPreventExitStatus"] == ["78"]  # imgwatch's configuration-error code
+    # Exit codes of a bad configuration (78) and a wrong flag (64): restarting will not help.
+    assert s["RestartPreventExitStatus"] == ["64 78"]
     assert s["EnvironmentFile"] == ["/etc/imgwatch/imgwatch.env"]
     assert s["StateDirectory"] == ["imgwatch"]
     assert s["User"] == ["imgwatch"]
