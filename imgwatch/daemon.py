@@ -19,6 +19,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from types import FrameType
 
 from imgwatch.config import Settings
@@ -87,6 +88,7 @@ class Daemon:
             on_delete=settings.on_delete,
             client=self.client,
             on_pending=self._new_upload_rows,
+            release=self.release,
         )
         self.files = FileWorkers(
             root=self.root,
@@ -362,6 +364,14 @@ class Daemon:
 
     # --- reconciling --------------------------------------------------------------------
 
+    def claim(self, file_name: str) -> bool:
+        """For the reconcile (scanner.Claims): a file the watcher is waiting on (being
+        written) or a worker is reading is left to them."""
+        return file_name not in self.debouncer and self.files.claim(file_name)
+
+    def release(self, file_names: Iterable[str]) -> None:
+        self.files.release(file_names)
+
     def request_reconcile(self, reason: str) -> None:
         self._reconcile_reason = reason
         self._reconcile_wanted.set()
@@ -374,6 +384,7 @@ class Daemon:
             processor=self.processor,
             batch_size=self.settings.batch_size,
             uploads=self.client is not None,
+            claims=self,
         )
         while True:
             self._reconcile_wanted.wait()

@@ -13,9 +13,10 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from imgwatch.errors import ConfigError
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
@@ -182,6 +183,21 @@ def examine(
     return record
 
 
+class Claims(Protocol):
+    """Who is reading which file, shared with the daemon's file workers.
+
+    A reconcile that runs while the daemon watches claims each file before reading
+    it, and releases it only once its row is committed; a worker does the same. So
+    a file is never read by both, and the second one finds the first one's row.
+    """
+
+    def claim(self, file_name: str) -> bool:
+        """Take file_name; False if someone else has it (or it is still being written)."""
+        ...
+
+    def release(self, file_names: Iterable[str]) -> None: ...
+
+
 class Reconciler:
     """Walks the image directory and brings the images table in line with it."""
 
@@ -193,6 +209,7 @@ class Reconciler:
         processor: FileProcessor,
         batch_size: int,
         uploads: bool = False,
+        claims: Claims | None = None,
     ) -> None:
         self.store = store
         self.image_dir = image_dir
@@ -200,6 +217,7 @@ class Reconciler:
         self.processor = processor
         self.batch_size = batch_size
         self.uploads = uploads
+        self.claims = claims
 
     def run(self, cancel: threading.Event | None = None) -> ScanSummary:
         """One reconcile. When `cancel` is set midway it stops early and marks nothing
@@ -210,29 +228,60 @@ class Reconciler:
         known = self.store.known_files()
         seen: set[str] = set()
         batch: list[ImageRecord] = []
+        held: list[str] = []  # claimed names, released once their rows are committed
         state = _Walk()
-        for found in walk(root, self.accept, state):
-            if cancel is not None and cancel.is_set():
-                summary.interrupted = True
-                break
-            seen.add(found.file_name)
-            row = known.get(found.file_name)
-            outcome = examine(found, row, self.processor, self.uploads)
-            if outcome == UNCHANGED:
-                summary.unchanged += 1
-            elif outcome == UNSTORABLE:
-                summary.rejected += 1
-            elif isinstance(outcome, ImageRecord):
-                self._count(summary, outcome, is_new=row is None)
-                batch.append(outcome)
-                if len(batch) >= self.batch_size:
-                    self.store.upsert(batch)
-                    batch.clear()
-        self.store.upsert(batch)
+        try:
+            for found in walk(root, self.accept, state):
+                if cancel is not None and cancel.is_set():
+                    summary.interrupted = True
+                    break
+                seen.add(found.file_name)
+                if not self._take(found.file_name, held):
+                    continue  # the watcher's side has it (being written or read)
+                row = self._row(found, known)
+                outcome = examine(found, row, self.processor, self.uploads)
+                if outcome == UNCHANGED:
+                    summary.unchanged += 1
+                elif outcome == UNSTORABLE:
+                    summary.rejected += 1
+                elif isinstance(outcome, ImageRecord):
+                    self._count(summary, outcome, is_new=row is None)
+                    batch.append(outcome)
+                    if len(batch) >= self.batch_size:
+                        self._commit(batch, held)
+            self._commit(batch, held)
+        finally:
+            self._release(held)
         if not summary.interrupted:
             self._mark_gone(root, known, seen, state, summary)
         summary.elapsed = time.monotonic() - started
         return summary
+
+    def _take(self, file_name: str, held: list[str]) -> bool:
+        if self.claims is None:
+            return True
+        if not self.claims.claim(file_name):
+            return False
+        held.append(file_name)
+        return True
+
+    def _row(self, found: FoundFile, known: dict[str, KnownFile]) -> KnownFile | None:
+        row = known.get(found.file_name)
+        if self.claims is not None and not _is_unchanged(found, row):
+            # The daemon's workers may have recorded it since `known` was read; one
+            # indexed query is cheap beside reading the file again.
+            row = self.store.lookup(found.file_name)
+        return row
+
+    def _commit(self, batch: list[ImageRecord], held: list[str]) -> None:
+        self.store.upsert(batch)
+        batch.clear()
+        self._release(held)
+
+    def _release(self, held: list[str]) -> None:
+        if self.claims is not None and held:
+            self.claims.release(held)
+        held.clear()
 
     def _mark_gone(
         self,

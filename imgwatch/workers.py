@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +144,22 @@ class FileWorkers:
     def room(self) -> int:
         return self.work.maxsize - self.work.qsize()
 
-    def submit(self, key: str) -> bool:
+    def claim(self, key: str) -> bool:
+        """Take key for reading; False if a worker or a reconcile already has it."""
         with self._busy_lock:
+            if key in self._busy:
+                return False
             self._busy.add(key)
+            return True
+
+    def release(self, keys: Iterable[str]) -> None:
+        with self._busy_lock:
+            self._busy.difference_update(keys)
+
+    def submit(self, key: str) -> bool:
+        """Queue key for a worker; False if it is claimed or the queue is full."""
+        if not self.claim(key):
+            return False
         try:
             self.work.put_nowait(key)
         except queue.Full:
@@ -174,8 +187,9 @@ class FileWorkers:
 
     def _run(self) -> None:
         while (key := self.work.get()) is not None:
+            handed_on = False
             try:
-                self.process(key)
+                handed_on = self.process(key)
             except DatabaseUnavailable as exc:
                 log.warning("%s; will look at %r again", exc, key)
                 time.sleep(1.0)
@@ -183,23 +197,25 @@ class FileWorkers:
             except Exception:
                 log.exception("internal error processing %r; the next reconcile retries it", key)
             finally:
-                with self._busy_lock:
-                    self._busy.discard(key)
+                if not handed_on:  # else the Writer releases it once the row is committed
+                    self.release([key])
 
-    def process(self, key: str) -> None:
+    def process(self, key: str) -> bool:
+        """Look at one settled path; True if an Upsert for it went to the Writer."""
         found = find_one(self.root, key)
         if found is None or not self.accept(posixpath.basename(key)):
             self.writer.put(Gone(key))
-            return
+            return False
         row = self.store.lookup(key)
         outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
-            return  # unchanged, or a name no row can hold (logged)
+            return False  # unchanged, or a name no row can hold (logged)
         if outcome.status == PENDING and outcome.sha256 is None:
             # Changed while being read: not finished after all; wait for quiet again.
             self.retouch(key)
-            return
+            return False
         self.writer.put(Upsert(outcome))
+        return True
 
 
 # --- writing rows -------------------------------------------------------------------
@@ -218,8 +234,11 @@ class Writer:
         on_delete: str,
         client: MediaClient | None,
         on_pending: Callable[[], None],
+        release: Callable[[Iterable[str]], None] = lambda _names: None,
     ) -> None:
         self.root = root
+        # Files stay claimed (see scanner.Claims) until their rows are committed.
+        self.release = release
         self.store = store
         self.stats = stats
         self.batch_size = batch_size
@@ -283,6 +302,7 @@ class Writer:
                         exc,
                         len(batch),
                     )
+                    self._release_batch(batch)
                     return
                 log.warning("%s; retrying in %.0fs", exc, pause)
                 self._stopping.wait(pause)
@@ -292,7 +312,11 @@ class Writer:
                     "internal error writing %d change(s); the next reconcile redoes them",
                     len(batch),
                 )
+                self._release_batch(batch)
                 return
+
+    def _release_batch(self, batch: list[Op]) -> None:
+        self.release(op.record.file_name for op in batch if isinstance(op, Upsert))
 
     def _apply(self, batch: list[Op]) -> None:
         records: list[ImageRecord] = []
@@ -316,6 +340,7 @@ class Writer:
         if not records:
             return
         self.store.upsert(records)
+        self.release(r.file_name for r in records)
         rejected = sum(1 for r in records if r.status == REJECTED)
         self.stats.add("rejected", rejected)
         self.stats.add("recorded", sum(1 for r in records if r.status in {DONE, PENDING}))

@@ -92,6 +92,27 @@ def test_files_dropped_as_people_do_are_recorded_once_and_complete(
     assert "recorded 'slow.jpg'" in log
 
 
+def test_files_arriving_during_the_startup_reconcile_are_read_once(
+    tmp_path: Path, image_dir: Path, db_url: URL
+) -> None:
+    before = {f"old/{i:04d}.jpg" for i in range(1500)}
+    for name in sorted(before):
+        write_image(image_dir / name, 24, 24)
+    env = {"IMGWATCH_IMAGE_DIR": str(image_dir), **db_env(db_url)}
+    with DaemonProcess(tmp_path / "run", env) as daemon:
+        daemon.wait_notified("READY=1")  # watching; the startup reconcile is under way
+        during = {f"{d}/{i:04d}.jpg" for d in ("old", "new") for i in range(1500, 1550)}
+        for name in sorted(during):
+            write_image(image_dir / name, 24, 24)
+        rows = wait_rows(db_url, all_done(before | during))
+        daemon.wait_log(r"startup reconcile: ")
+        assert daemon.stop() == 0
+    assert set(rows) == before | during
+    log = daemon.log()
+    twice = [n for n in before | during if log.count(f"recorded {n!r}") != 1]
+    assert twice == []
+
+
 def test_moves_keep_the_row_and_deletes_mark_it_missing(
     tmp_path: Path, image_dir: Path, mariadb: MariaDB
 ) -> None:
@@ -364,3 +385,27 @@ def test_a_second_stop_signal_exits_at_once(
     with pytest.raises(SystemExit) as exited:
         daemon._on_stop_signal(signal.SIGINT, None)  # second: now
     assert exited.value.code == 128 + signal.SIGINT
+
+
+def test_a_dead_watcher_is_restarted_and_a_reconcile_follows(
+    tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from imgwatch.config import load_settings
+    from imgwatch.daemon import Daemon
+
+    settings = load_settings({"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}"})
+    daemon = Daemon(settings)
+    daemon.watcher.start()
+    try:
+        observer = daemon.watcher.observer
+        assert observer is not None
+        observer.stop()  # what an exception inside watchdog's thread leaves behind
+        observer.join(5)
+        assert not daemon.watcher.alive()
+        daemon._check_watcher()
+        assert daemon.watcher.alive()
+        assert daemon._reconcile_wanted.is_set()
+        assert daemon._reconcile_reason == "watcher restart"
+        assert "the file watcher stopped; restarting it and reconciling" in caplog.text
+    finally:
+        daemon.watcher.stop()

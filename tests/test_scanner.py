@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -11,19 +12,26 @@ from sqlalchemy import event, text
 
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Reconciler, ScanSummary, walk
-from imgwatch.store import DONE, MISSING, REJECTED, ImageStore
+from imgwatch.scanner import Claims, Reconciler, ScanSummary, walk
+from imgwatch.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore
 from tests.imagefiles import sha256_of, write_image
 
 
-def reconcile(store: ImageStore, image_dir: Path, batch_size: int = 500) -> ScanSummary:
+def reconciler(
+    store: ImageStore, image_dir: Path, batch_size: int = 500, claims: Claims | None = None
+) -> Reconciler:
     return Reconciler(
         store=store,
         image_dir=image_dir,
         accept=ImageNameFilter((".jpg", ".jpeg", ".png", ".gif")),
         processor=FileProcessor("Image description"),
         batch_size=batch_size,
-    ).run()
+        claims=claims,
+    )
+
+
+def reconcile(store: ImageStore, image_dir: Path, batch_size: int = 500) -> ScanSummary:
+    return reconciler(store, image_dir, batch_size).run()
 
 
 def test_records_new_images_with_facts(store: ImageStore, image_dir: Path) -> None:
@@ -236,3 +244,67 @@ def test_unreadable_directory_does_not_mark_its_files_missing(
     assert summary.missing == 1
     assert (store.get("locked/a.jpg") or {})["status"] == DONE
     assert (store.get("open/b.jpg") or {})["status"] == MISSING
+
+
+class FakeClaims:
+    """Claims as the daemon's workers hold them."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = set(taken)
+        self.held: set[str] = set()
+        self.released: list[str] = []
+
+    def claim(self, file_name: str) -> bool:
+        if file_name in self.taken or file_name in self.held:
+            return False
+        self.held.add(file_name)
+        return True
+
+    def release(self, file_names: Iterable[str]) -> None:
+        for name in file_names:
+            self.held.discard(name)
+            self.released.append(name)
+
+
+def test_a_reconcile_leaves_claimed_files_to_their_holder(
+    store: ImageStore, image_dir: Path
+) -> None:
+    write_image(image_dir / "mine.jpg")
+    write_image(image_dir / "theirs.jpg")
+    store.upsert([ImageRecord(file_name="theirs.jpg", title="t", description="d", status=DONE)])
+    claims = FakeClaims({"theirs.jpg"})
+    summary = reconciler(store, image_dir, claims=claims).run()
+    rows = {r["file_name"]: r for r in store.all_rows()}
+    assert rows["mine.jpg"]["status"] == DONE
+    assert rows["theirs.jpg"]["status"] == DONE  # not read, and not marked missing
+    assert rows["theirs.jpg"]["sha256"] is None
+    assert summary.new == 1 and summary.missing == 0
+    assert claims.held == set() and claims.released == ["mine.jpg"]
+
+
+def test_a_reconcile_rereads_the_row_before_reading_a_file(
+    store: ImageStore, image_dir: Path
+) -> None:
+    # Recorded by a worker after the reconcile loaded its rows: not read a second time.
+    path = write_image(image_dir / "late.jpg")
+    st = path.stat()
+    rec = reconciler(store, image_dir)
+    known_at_start = store.known_files()
+    store.upsert(
+        [
+            ImageRecord(
+                file_name="late.jpg",
+                title="late.jpg",
+                description="d",
+                status=DONE,
+                sha256="f" * 64,
+                size_bytes=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+        ]
+    )
+    store.known_files = lambda: known_at_start  # type: ignore[method-assign]
+    rec.claims = FakeClaims(set())
+    summary = rec.run()
+    assert summary.unchanged == 1 and summary.new == 0
+    assert store.get("late.jpg")["sha256"] == "f" * 64  # type: ignore[index]
