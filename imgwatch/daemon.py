@@ -31,7 +31,7 @@ from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler, check_image_dir, walk
 from imgwatch.service import media_client, preflight, uploader
 from imgwatch.store import ImageStore
-from imgwatch.watcher import Change, Watcher, wants_polling
+from imgwatch.watcher import Change, Watcher, inotify_room_left, wants_polling
 from imgwatch.workers import (
     FileWorkers,
     Gone,
@@ -50,6 +50,8 @@ TICK = 0.25  # longest the main loop sleeps: bounds signal and health-check late
 HEALTH_EVERY = 1.0
 STATUS_EVERY = 2.0
 RESTART_WATCHER_EVERY = 5.0
+# A single file read this long means a hung mount or disk, not a big file.
+STUCK_AFTER = 600
 
 
 class Daemon:
@@ -108,6 +110,8 @@ class Daemon:
         )
         self._signal: int | None = None
         self._hup = False
+        self._reported_stuck = False
+        self._watch_limit_reported = False
         self._last_error = LastError(self.stats)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -266,6 +270,7 @@ class Daemon:
 
     def _route_dir(self, kind: str, old: str | None, new: str | None) -> None:
         if kind == "dir_created":
+            self._check_watch_room()
             self._scan_dir(old)
         elif kind == "dir_deleted" and old is not None:
             self.writer.put(GoneDir(old + "/"))
@@ -288,12 +293,25 @@ class Daemon:
         if new is not None:
             self.debouncer.touch(new, closed=True)
 
+    def _check_watch_room(self) -> None:
+        """A new directory needs a watch; past the limit watchdog skips it silently."""
+        if self.watcher.polling or inotify_room_left(self.root):
+            self._watch_limit_reported = False
+            return
+        if not self._watch_limit_reported:
+            self._watch_limit_reported = True
+            log.error(
+                "out of inotify watches: new directories are not watched, their files are "
+                "found by the periodic reconcile only; raise fs.inotify.max_user_watches "
+                "(packaging/systemd/60-imgwatch.conf) and restart"
+            )
+
     def _scan_dir(self, key: str | None) -> None:
         """A new or moved-in directory: files may have landed before its watch existed."""
         if key is None:
             return
-        for found in walk(self.root / key, self.accept):
-            self.debouncer.touch(f"{key}/{found.file_name}", closed=True)
+        for found in walk(self.root, self.accept, subdir=key):
+            self.debouncer.touch(found.file_name, closed=True)
 
     def _file_key(self, path: str) -> str | None:
         """The file_name for a path under the image directory that names a candidate."""
@@ -343,9 +361,19 @@ class Daemon:
         self.request_reconcile("watcher restart")
 
     def healthy(self) -> bool:
+        """What WATCHDOG=1 vouches for: watching, and every worker thread alive and
+        not stuck. Without pings systemd restarts the daemon (WatchdogSec)."""
         threads_ok = self.files.alive() and self.writer.alive()
         uploads_ok = self.uploads is None or self.uploads.alive()
-        return self.watcher.alive() and threads_ok and uploads_ok
+        stuck = self.files.stuck(STUCK_AFTER)
+        if stuck is not None and not self._reported_stuck:
+            log.error(
+                "reading %r has taken over %ds; no more watchdog pings, so systemd restarts",
+                stuck,
+                STUCK_AFTER,
+            )
+        self._reported_stuck = stuck is not None
+        return self.watcher.alive() and threads_ok and uploads_ok and stuck is None
 
     def queue_depth(self) -> int:
         return len(self.debouncer) + self.files.work.qsize() + self.writer.pending()

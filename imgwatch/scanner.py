@@ -90,11 +90,15 @@ def check_image_dir(image_dir: Path) -> Path:
     return image_dir.resolve()
 
 
-def walk(root: Path, accept: ImageNameFilter, state: _Walk | None = None) -> Iterator[FoundFile]:
-    """Every candidate image under root, depth first, without following directory links."""
+def walk(
+    root: Path, accept: ImageNameFilter, state: _Walk | None = None, subdir: str = ""
+) -> Iterator[FoundFile]:
+    """Every candidate image under root (or only under root/subdir), depth first,
+    without following directory links. Names are relative to root either way."""
     state = state if state is not None else _Walk()
     real_root = str(root)
-    stack: list[tuple[str, str]] = [(real_root, "")]
+    start = os.path.join(real_root, subdir) if subdir else real_root
+    stack: list[tuple[str, str]] = [(start, subdir + "/" if subdir else "")]
     while stack:
         directory, prefix = stack.pop()
         try:

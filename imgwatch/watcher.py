@@ -8,6 +8,7 @@ them, just as after the kernel's own queue overflows.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -178,6 +179,10 @@ class Watcher:
         observer.schedule(self.handler, str(self.image_dir), recursive=True)
         try:
             observer.start()
+            # watchdog skips a subdirectory it cannot watch without a word, ENOSPC
+            # included: probe whether the limit was reached on the way.
+            if not self.polling and not inotify_room_left(self.image_dir):
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
         except OSError as exc:
             observer.stop()
             raise _limit_error(exc) or exc from None
@@ -200,6 +205,24 @@ class Watcher:
             observer.join(timeout)
         except Exception as exc:  # noqa: BLE001 - a broken observer is being discarded anyway
             log.debug("stopping the file watcher: %s", exc)
+
+
+_IN_CREATE = 0x100
+
+
+def inotify_room_left(path: Path) -> bool:
+    """False when this user cannot add one more inotify watch (ENOSPC): then some
+    directory is, or the next new one will be, left unwatched."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return ctypes.get_errno() != errno.EMFILE
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(path), _IN_CREATE) < 0:
+            return ctypes.get_errno() != errno.ENOSPC
+        return True
+    finally:
+        os.close(fd)
 
 
 def _limit_error(exc: OSError) -> ConfigError | None:

@@ -125,6 +125,7 @@ class FileWorkers:
         self.work: queue.Queue[str | None] = queue.Queue(maxsize=threads * 4)
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
+        self._reading: dict[str, float] = {}  # key -> when a worker started on it
         self._threads = [
             threading.Thread(target=self._run, name=f"file-{i}", daemon=True)
             for i in range(threads)
@@ -136,6 +137,16 @@ class FileWorkers:
 
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)
+
+    def stuck(self, limit: float) -> str | None:
+        """A file some worker has been reading for longer than limit seconds (a hung
+        network mount, a dead disk), or None."""
+        now = time.monotonic()
+        with self._busy_lock:
+            for key, since in self._reading.items():
+                if now - since > limit:
+                    return key
+        return None
 
     def is_busy(self, key: str) -> bool:
         with self._busy_lock:
@@ -188,6 +199,8 @@ class FileWorkers:
     def _run(self) -> None:
         while (key := self.work.get()) is not None:
             handed_on = False
+            with self._busy_lock:
+                self._reading[key] = time.monotonic()
             try:
                 handed_on = self.process(key)
             except DatabaseUnavailable as exc:
@@ -197,6 +210,8 @@ class FileWorkers:
             except Exception:
                 log.exception("internal error processing %r; the next reconcile retries it", key)
             finally:
+                with self._busy_lock:
+                    self._reading.pop(key, None)
                 if not handed_on:  # else the Writer releases it once the row is committed
                     self.release([key])
 

@@ -10,6 +10,8 @@ import hashlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -409,3 +411,103 @@ def test_a_dead_watcher_is_restarted_and_a_reconcile_follows(
         assert "the file watcher stopped; restarting it and reconciling" in caplog.text
     finally:
         daemon.watcher.stop()
+
+
+def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from imgwatch import daemon as daemon_module
+    from imgwatch.config import load_settings
+    from imgwatch.daemon import Daemon
+
+    settings = load_settings({"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}"})
+    d = Daemon(settings)
+    unblock = threading.Event()
+
+    def hung_read(key: str) -> bool:  # a read from a dead NFS server
+        unblock.wait(10)
+        return False
+
+    monkeypatch.setattr(d.files, "process", hung_read)
+    monkeypatch.setattr(daemon_module, "STUCK_AFTER", 0.2)
+    d.watcher.start()
+    d.files.start()
+    d.writer.start()
+    try:
+        assert d.healthy()
+        assert d.files.submit("slow.jpg")
+        wait_for(lambda: not d.healthy(), 5, "the stuck read to be noticed")
+        assert d.files.stuck(0.2) == "slow.jpg"
+        unblock.set()
+        wait_for(d.healthy, 5, "health back once the read returns")
+    finally:
+        unblock.set()
+        d.watcher.stop()
+
+
+WATCH_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+def inotify_watches_in_use() -> int:
+    """Watches held by this user's processes now (the kernel counts per user)."""
+    total = 0
+    for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        try:
+            if fdinfo.parent.parent.stat().st_uid != os.geteuid():
+                continue
+            total += fdinfo.read_text().count("inotify wd:")
+        except OSError:
+            continue  # the process or fd went away meanwhile
+    return total
+
+
+def test_running_out_of_inotify_watches_exits_78_naming_the_sysctl(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    if not os.access(WATCH_LIMIT, os.W_OK):
+        pytest.skip("lowering fs.inotify.max_user_watches needs root and a writable /proc/sys")
+    for i in range(200):  # one watch per directory
+        (image_dir / f"d{i:03d}").mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("IMGWATCH_")},
+        "IMGWATCH_IMAGE_DIR": str(image_dir),
+        "IMGWATCH_DB_URL": f"sqlite:///{tmp_path / 'x.db'}",
+    }
+    original = WATCH_LIMIT.read_text()
+    # Room for what is in use plus a few: the daemon's tree needs 201.
+    WATCH_LIMIT.write_text(str(inotify_watches_in_use() + 20))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "imgwatch"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        WATCH_LIMIT.write_text(original)
+    assert result.returncode == 78, result.stderr
+    assert "out of inotify watches" in result.stderr
+    assert "fs.inotify.max_user_watches" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_running_out_of_watches_while_running_is_reported(tmp_path: Path, image_dir: Path) -> None:
+    if not os.access(WATCH_LIMIT, os.W_OK):
+        pytest.skip("lowering fs.inotify.max_user_watches needs root and a writable /proc/sys")
+    db = URL.create("sqlite", database=str(tmp_path / "x.db"))
+    with start(tmp_path, image_dir, db) as daemon:
+        original = WATCH_LIMIT.read_text()
+        WATCH_LIMIT.write_text(str(inotify_watches_in_use() + 2))
+        try:
+            for i in range(6):
+                (image_dir / f"new{i}").mkdir()
+            daemon.wait_log(r"out of inotify watches: new directories are not watched", 10)
+        finally:
+            WATCH_LIMIT.write_text(original)
+        assert daemon.process.poll() is None  # still running, degraded, and says so
+        assert daemon.stop() == 0
+    assert daemon.log_count("out of inotify watches") == 1

@@ -308,3 +308,11 @@ def test_a_reconcile_rereads_the_row_before_reading_a_file(
     summary = rec.run()
     assert summary.unchanged == 1 and summary.new == 0
     assert store.get("late.jpg")["sha256"] == "f" * 64  # type: ignore[index]
+
+
+def test_walk_of_a_subdirectory_names_files_from_the_root(image_dir: Path) -> None:
+    write_image(image_dir / "top.jpg")
+    write_image(image_dir / "a" / "b" / "deep.jpg")
+    os.symlink(image_dir / "top.jpg", image_dir / "a" / "link.jpg")  # inside the tree: kept
+    found = sorted(f.file_name for f in walk(image_dir, ImageNameFilter([".jpg"]), subdir="a"))
+    assert found == ["a/b/deep.jpg", "a/link.jpg"]
