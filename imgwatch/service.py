@@ -14,7 +14,7 @@ from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler, ScanSummary, check_image_dir
 from imgwatch.store import ImageStore
-from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally
+from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
 from imgwatch.wordpress import MediaClient
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ def media_client(settings: Settings) -> MediaClient | None:
 
 
 def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uploader:
+    release_dead_claims(store)
+    # One upload() with every retry: connect + read timeout and the longest pause, each try.
+    per_try = settings.wp_connect_timeout + settings.wp_read_timeout + settings.wp_backoff_max
     return Uploader(
         client,
         store,
@@ -66,6 +69,7 @@ def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uplo
         share_identical=settings.wp_share_identical,
         delete_replaced=settings.wp_delete_replaced,
         breaker=Breaker(),
+        lease=settings.wp_retries * per_try + 60,
     )
 
 

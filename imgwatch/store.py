@@ -90,6 +90,10 @@ images = Table(
     Column("next_attempt_at", DateTime),
     Column("created_at", DateTime),
     Column("updated_at", DateTime),
+    # Who is uploading the row, and until when the claim holds: several daemons may
+    # share one database, and a daemon killed mid-upload must not block the row.
+    Column("claimed_by", String(128)),
+    Column("claimed_until", DateTime),
     Index("ix_images_status", "status"),
     Index("ix_images_sha256", "sha256"),
     mysql_engine="InnoDB",
@@ -279,9 +283,58 @@ class ImageStore:
         with self._guard("reading uploads due"), self.engine.connect() as conn:
             return [UploadJob(*row) for row in conn.execute(query)]
 
-    def mark_uploading(self, job: UploadJob) -> bool:
-        """Claim the row for upload; False if its content changed meanwhile."""
-        return self._update_job(job, status=UPLOADING)
+    def mark_uploading(self, job: UploadJob, owner: str = "", lease: float = 900.0) -> bool:
+        """Claim the row for upload until now + lease seconds.
+
+        False if its content changed meanwhile, or another uploader holds an
+        unexpired claim on it (another daemon on the same database). The claim is
+        one conditional UPDATE, so of two daemons racing for a row exactly one wins.
+        """
+        c = images.c
+        now = utcnow()
+        free = (
+            (c.status != UPLOADING)
+            | c.claimed_until.is_(None)
+            | (c.claimed_until < now)
+            | (c.claimed_by == owner)
+        )
+        stmt = (
+            update(images)
+            .where(c.id == job.id, c.sha256 == job.sha256)
+            .where(free)
+            .values(
+                status=UPLOADING,
+                claimed_by=owner or None,
+                claimed_until=now + dt.timedelta(seconds=lease),
+                updated_at=now,
+            )
+        )
+        with self._guard("claiming a row for upload"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def release_claims_of(self, owners: Sequence[str]) -> int:
+        """Let go of claims held by uploaders known to be dead (this host's old pids)."""
+        if not owners:
+            return 0
+        c = images.c
+        stmt = (
+            update(images)
+            .where(c.status == UPLOADING, c.claimed_by.in_(list(owners)))
+            .values(claimed_until=None)
+        )
+        with self._guard("releasing stale claims"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def claim_owners(self, prefix: str) -> list[str]:
+        """Distinct claimed_by values of `uploading` rows that start with prefix."""
+        c = images.c
+        query = (
+            select(c.claimed_by)
+            .where(c.status == UPLOADING, c.claimed_by.like(_like_escape(prefix) + "%", escape="!"))
+            .distinct()
+        )
+        with self._guard("reading claims"), self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
 
     def record_upload(self, job: UploadJob, media_id: int, url: str) -> bool:
         """The file is in WordPress; False if the row's content changed meanwhile."""
@@ -293,6 +346,8 @@ class ImageStore:
             attempts=0,
             last_error=None,
             next_attempt_at=None,
+            claimed_by=None,
+            claimed_until=None,
         )
 
     def record_upload_failure(
@@ -305,6 +360,8 @@ class ImageStore:
             attempts=images.c.attempts + 1,
             last_error=reason,
             next_attempt_at=next_attempt_at,
+            claimed_by=None,
+            claimed_until=None,
         )
 
     def _update_job(self, job: UploadJob, **values: Any) -> bool:

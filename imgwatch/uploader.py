@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -55,6 +56,35 @@ def reschedule_at(attempts_so_far: int, retry_after: float | None = None) -> dt.
     if retry_after is not None:
         delay = max(delay, dt.timedelta(seconds=retry_after))
     return utcnow() + min(delay, RESCHEDULE_MAX)
+
+
+def claim_owner(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def release_dead_claims(store: ImageStore) -> int:
+    """Claims this host's earlier, now dead, processes left behind (kill -9 mid-upload):
+    released at once rather than after their lease."""
+    prefix = socket.gethostname() + ":"
+    dead = []
+    for owner in store.claim_owners(prefix):
+        pid_text = owner[len(prefix) :]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            dead.append(owner)
+    released = store.release_claims_of(dead)
+    if released:
+        log.info("released %d upload claim(s) of earlier processes on this host", released)
+    return released
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, someone else's
+    return True
 
 
 class Breaker:
@@ -114,8 +144,14 @@ class Uploader:
         share_identical: bool = True,
         delete_replaced: bool = False,
         breaker: Breaker | None = None,
+        owner: str = "",
+        lease: float = 900.0,
     ) -> None:
         self.client = client
+        # Who claims rows (host:pid) and for how long: longer than one upload with all
+        # its retries may take, so a live uploader never loses its claim.
+        self.owner = owner or claim_owner()
+        self.lease = lease
         self.store = store
         self.image_dir = image_dir
         self.workers = workers
@@ -149,8 +185,10 @@ class Uploader:
 
     def upload(self, job: UploadJob) -> str:
         """Bring one row to `done` or `failed`; returns done|reused|failed|skipped."""
-        if not self.store.mark_uploading(job):
-            return "skipped"  # the scanner saw new content; that version will be uploaded
+        if not self.store.mark_uploading(job, self.owner, self.lease):
+            # New content (that version will be uploaded), or another daemon on this
+            # database is uploading it right now.
+            return "skipped"
         slug = self.slug_for(job)
         lock = self._slug_locks[hash(slug) % len(self._slug_locks)]
         try:
