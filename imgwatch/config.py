@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     default_description: str = Field(
         default="Image description", description="description given to a new image"
     )
+    max_file_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="larger files are rejected (MiB); WordPress has its own upload limit too",
+    )
     batch_size: int = Field(
         default=500, ge=1, le=100_000, description="rows written per database transaction"
     )
@@ -182,6 +187,10 @@ class Settings(BaseSettings):
         if any(v is not None for v in given) and not all(v is not None for v in given):
             raise ValueError("WP_API_URL, WP_USER and WP_PASSWORD are needed together")
         return self
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
 
     @property
     def wordpress_enabled(self) -> bool:

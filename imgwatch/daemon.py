@@ -62,7 +62,7 @@ class Daemon:
         self.root = check_image_dir(settings.image_dir)
         self._prefix = str(self.root).rstrip("/") + "/"
         self.accept = ImageNameFilter(settings.extensions)
-        self.processor = FileProcessor(settings.default_description)
+        self.processor = FileProcessor(settings.default_description, settings.max_file_bytes)
         self.store = ImageStore(settings.database_url())
         self.client = media_client(settings)
         self.stats = Stats()
@@ -203,6 +203,7 @@ class Daemon:
             now = time.monotonic()
             if self.watcher.handler.lost.is_set():
                 self.watcher.handler.lost.clear()
+                self.debouncer.events_lost()
                 log.warning("file events were lost (queue overflow); reconciling")
                 self.request_reconcile("overflow")
             if self._hup:

@@ -82,6 +82,16 @@ class Debouncer:
             entry.deadline = now + self.quiet
         heapq.heappush(self._heap, (entry.deadline, key))
 
+    def events_lost(self) -> None:
+        """Events were dropped: a close may be among them, so no file is known to be
+        still open any more; each falls back to the quiet period."""
+        now = self._clock()
+        for key, entry in self._pending.items():
+            if entry.writing:
+                entry.writing = False
+                entry.deadline = now + self.quiet
+                heapq.heappush(self._heap, (entry.deadline, key))
+
     def forget(self, key: str) -> None:
         self._pending.pop(key, None)
 

@@ -12,6 +12,7 @@ import os
 import stat
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -72,7 +73,7 @@ def describe_content(head: bytes) -> str:
     return "unknown signature " + head[:8].hex()
 
 
-def inspect_image(path: str) -> ImageFacts:
+def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
     """Read one file and return its facts.
 
     Raises NotAnImage (reject it), FileUnstable (look again later), or OSError
@@ -87,6 +88,11 @@ def inspect_image(path: str) -> ImageFacts:
             raise NotAnImage("not a regular file")
         if before.st_size == 0:
             raise NotAnImage("empty file")
+        if max_bytes is not None and before.st_size > max_bytes:
+            raise NotAnImage(
+                f"file is {before.st_size / 2**20:.1f} MiB, over the "
+                f"{max_bytes / 2**20:g} MiB limit (IMGWATCH_MAX_FILE_MB)"
+            )
         head = f.read(SNIFF_BYTES)
         kind = sniff(head)
         if kind is None:
@@ -97,6 +103,8 @@ def inspect_image(path: str) -> ImageFacts:
         f.seek(0)
         digest = hashlib.file_digest(f, "sha256").hexdigest()
         after = os.fstat(f.fileno())
+        if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+            _check_complete(f, fmt, after.st_size)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise FileUnstable("file changed while it was being read")
     return ImageFacts(
@@ -130,6 +138,38 @@ def _dimensions(f: object, fmt: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise NotAnImage(f"corrupt {fmt} header: size {width}x{height}")
     return width, height
+
+
+# How far from the end the end-of-image marker may sit: some cameras append their
+# own data after a JPEG's EOI.
+_TAIL_BYTES = 1 << 16
+
+
+def _check_complete(f: BinaryIO, fmt: str, size: int) -> None:
+    """A file cut short (an interrupted copy) lacks its format's end marker.
+
+    The header alone (all that the dimensions need) says nothing about that, and a
+    truncated file would be uploaded as a broken image. The tail was just read by
+    the hash, so this costs no disk I/O.
+    """
+    if fmt in {"WEBP", "BMP"}:
+        # The header says how long the file is: RIFF size + 8, BMP's bfSize.
+        f.seek(4 if fmt == "WEBP" else 2)
+        declared = int.from_bytes(f.read(4), "little") + (8 if fmt == "WEBP" else 0)
+        complete = size >= declared
+    elif fmt in {"JPEG", "PNG", "GIF"}:
+        f.seek(max(0, size - _TAIL_BYTES))
+        tail = f.read(_TAIL_BYTES)
+        if fmt == "JPEG":
+            complete = b"\xff\xd9" in tail  # EOI; entropy-coded data never contains it
+        elif fmt == "PNG":
+            complete = b"IEND\xaeB`\x82" in tail[-64:]  # the IEND chunk with its fixed CRC
+        else:  # the last block's terminator, then the trailer, then maybe padding
+            complete = tail.rstrip(b"\0").endswith(b"\x00;")
+    else:
+        complete = True  # no cheap end marker to look for
+    if not complete:
+        raise NotAnImage(f"truncated {fmt}: the file ends before the image does")
 
 
 def is_transient_os_error(exc: OSError) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import os
 import posixpath
 
 from imgwatch.imaging import FileUnstable, NotAnImage, inspect_image, is_transient_os_error
@@ -23,6 +25,16 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = dt.timedelta(minutes=1)
 
 
+def row_name(file_name: str) -> str:
+    """The file_name of the row for this path: the path itself, or, for a path no row
+    can hold (not UTF-8, too long), a stand-in that shows it and stays unique."""
+    if unstorable_reason(file_name) is None:
+        return file_name
+    raw = os.fsencode(file_name)
+    readable = raw.decode("utf-8", "backslashreplace")
+    return f"{readable[:200]}#{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
 def unstorable_reason(file_name: str) -> str | None:
     """Why a relative name cannot be a `file_name` value, or None if it can."""
     try:
@@ -37,8 +49,9 @@ def unstorable_reason(file_name: str) -> str | None:
 class FileProcessor:
     """Turns a file into an ImageRecord: accepted, rejected, or to be retried."""
 
-    def __init__(self, default_description: str) -> None:
+    def __init__(self, default_description: str, max_bytes: int | None = None) -> None:
         self.default_description = default_description
+        self.max_bytes = max_bytes
 
     def process(
         self, file_name: str, path: str, size_bytes: int, mtime_ns: int
@@ -56,7 +69,7 @@ class FileProcessor:
             status=PENDING,
         )
         try:
-            facts = inspect_image(path)
+            facts = inspect_image(path, self.max_bytes)
         except FileNotFoundError:
             log.debug("vanished before it could be read: %r", file_name)
             return None
@@ -95,6 +108,23 @@ class FileProcessor:
             facts.height,
             facts.size_bytes,
         )
+        return record
+
+    def reject(
+        self, name: str, reason: str, size_bytes: int, mtime_ns: int, path_name: str
+    ) -> ImageRecord:
+        """A row for something found that is no image file at all: a FIFO, a link
+        leading out, a name no row can hold (then `name` is a stand-in)."""
+        record = ImageRecord(
+            file_name=name,
+            title=posixpath.basename(name)[:FILE_NAME_MAX],
+            description=self.default_description,
+            status=REJECTED,
+            size_bytes=size_bytes,
+            mtime_ns=mtime_ns,
+        )
+        record.last_error = reason
+        log.warning("rejected %r: %s", path_name, reason)
         return record
 
     @staticmethod

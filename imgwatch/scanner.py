@@ -20,7 +20,7 @@ from typing import Protocol
 
 from imgwatch.errors import ConfigError
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
-from imgwatch.processor import FileProcessor, unstorable_reason
+from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.store import (
     DONE,
     FAILED,
@@ -43,6 +43,8 @@ class FoundFile:
     path: str
     size_bytes: int
     mtime_ns: int
+    # Why this is no image file at all (a FIFO, a link leading out); None for a file.
+    problem: str | None = None
 
 
 @dataclass(slots=True)
@@ -125,47 +127,60 @@ def walk(
 
 
 def _candidate(entry: os.DirEntry[str], rel: str, real_root: str) -> FoundFile | None:
-    if entry.is_symlink():
-        st = _link_target_stat(entry.path, rel, real_root)
-        if st is None:
-            return None
-    else:
-        st = entry.stat(follow_symlinks=False)
-    if not stat.S_ISREG(st.st_mode):
-        log.debug("skipping %r: not a regular file", rel)
-        return None
-    return FoundFile(rel, entry.path, st.st_size, st.st_mtime_ns)
+    return classify(entry.path, rel, real_root, entry.stat(follow_symlinks=False))
 
 
-def _link_target_stat(path: str, rel: str, real_root: str) -> os.stat_result | None:
-    # A link is followed only to a file inside the image directory.
-    target = os.path.realpath(path)
-    if os.path.commonpath([target, real_root]) != real_root:
-        log.debug("skipping %r: links outside the image directory", rel)
-        return None
-    return os.stat(target)
+_SPECIAL = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def classify(path: str, rel: str, real_root: str, lst: os.stat_result) -> FoundFile:
+    """What a name with an image extension is: a file to read, or why it is none.
+
+    Never opens anything: a FIFO named `y.png` must not block the walk. A link is
+    followed only to a file inside the image directory.
+    """
+
+    def problem(reason: str) -> FoundFile:
+        return FoundFile(rel, path, lst.st_size, lst.st_mtime_ns, reason)
+
+    st = lst
+    if stat.S_ISLNK(lst.st_mode):
+        target = os.path.realpath(path)
+        if os.path.commonpath([target, real_root]) != real_root:
+            return problem("symbolic link leads outside the image directory")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return problem("broken symbolic link")
+        except OSError as exc:
+            return problem(f"symbolic link cannot be followed: {exc.strerror}")
+    kind = stat.S_IFMT(st.st_mode)
+    if kind in _SPECIAL:
+        return problem(f"not a regular file: {_SPECIAL[kind]}")
+    if kind == stat.S_IFDIR:
+        return problem("not a regular file: a link to a directory")
+    return FoundFile(rel, path, st.st_size, st.st_mtime_ns)
 
 
 def find_one(root: Path, file_name: str) -> FoundFile | None:
-    """The candidate image at file_name (relative), by the walk's rules; None if there
-    is none (gone, not a regular file, a link leading out)."""
+    """The candidate at file_name (relative), by the walk's rules; None if nothing
+    is there (gone) or it is a directory (the walk goes into those)."""
     path = os.path.join(root, file_name)
     try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            linked = _link_target_stat(path, file_name, str(root))
-            if linked is None:
-                return None
-            st = linked
+        lst = os.lstat(path)
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode):
+    if stat.S_ISDIR(lst.st_mode):
         return None
-    return FoundFile(file_name, path, st.st_size, st.st_mtime_ns)
+    return classify(path, file_name, str(root), lst)
 
 
 UNCHANGED = "unchanged"
-UNSTORABLE = "unstorable"
 VANISHED = "vanished"
 
 
@@ -175,11 +190,11 @@ def examine(
     """What one found file means for its row: a record to write, or why there is none."""
     if _is_unchanged(found, row):
         return UNCHANGED
-    reason = unstorable_reason(found.file_name)
+    reason = unstorable_reason(found.file_name) or found.problem
     if reason is not None:
-        # No row can hold this name; the log line is the only record.
-        log.warning("rejected %r: %s", found.file_name, reason)
-        return UNSTORABLE
+        return processor.reject(
+            row_name(found.file_name), reason, found.size_bytes, found.mtime_ns, found.file_name
+        )
     record = processor.process(found.file_name, found.path, found.size_bytes, found.mtime_ns)
     if record is None:
         return VANISHED
@@ -239,15 +254,13 @@ class Reconciler:
                 if cancel is not None and cancel.is_set():
                     summary.interrupted = True
                     break
-                seen.add(found.file_name)
+                seen.add(row_name(found.file_name))
                 if not self._take(found.file_name, held):
                     continue  # the watcher's side has it (being written or read)
                 row = self._row(found, known)
                 outcome = examine(found, row, self.processor, self.uploads)
                 if outcome == UNCHANGED:
                     summary.unchanged += 1
-                elif outcome == UNSTORABLE:
-                    summary.rejected += 1
                 elif isinstance(outcome, ImageRecord):
                     self._count(summary, outcome, is_new=row is None)
                     batch.append(outcome)
@@ -270,11 +283,12 @@ class Reconciler:
         return True
 
     def _row(self, found: FoundFile, known: dict[str, KnownFile]) -> KnownFile | None:
-        row = known.get(found.file_name)
+        name = row_name(found.file_name)
+        row = known.get(name)
         if self.claims is not None and not _is_unchanged(found, row):
             # The daemon's workers may have recorded it since `known` was read; one
             # indexed query is cheap beside reading the file again.
-            row = self.store.lookup(found.file_name)
+            row = self.store.lookup(name)
         return row
 
     def _commit(self, batch: list[ImageRecord], held: list[str]) -> None:

@@ -100,7 +100,7 @@ def rescan(settings: Settings) -> RescanResult:
             store=store,
             image_dir=image_dir,
             accept=ImageNameFilter(settings.extensions),
-            processor=FileProcessor(settings.default_description),
+            processor=FileProcessor(settings.default_description, settings.max_file_bytes),
             batch_size=settings.batch_size,
             uploads=client is not None,
         ).run()

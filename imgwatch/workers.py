@@ -26,7 +26,7 @@ from pathlib import Path
 
 from imgwatch.errors import DatabaseUnavailable, UploadError
 from imgwatch.filters import ImageNameFilter
-from imgwatch.processor import FileProcessor
+from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.scanner import examine, find_one
 from imgwatch.store import DONE, MISSING, PENDING, REJECTED, ImageRecord, ImageStore, UploadJob
 from imgwatch.uploader import Uploader
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Upsert:
     record: ImageRecord
+    key: str  # the path's name as claimed; the row's file_name may be a stand-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +222,7 @@ class FileWorkers:
         if found is None or not self.accept(posixpath.basename(key)):
             self.writer.put(Gone(key))
             return False
-        row = self.store.lookup(key)
+        row = self.store.lookup(row_name(key))
         outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
             return False  # unchanged, or a name no row can hold (logged)
@@ -229,7 +230,7 @@ class FileWorkers:
             # Changed while being read: not finished after all; wait for quiet again.
             self.retouch(key)
             return False
-        self.writer.put(Upsert(outcome))
+        self.writer.put(Upsert(outcome, key))
         return True
 
 
@@ -331,13 +332,13 @@ class Writer:
                 return
 
     def _release_batch(self, batch: list[Op]) -> None:
-        self.release(op.record.file_name for op in batch if isinstance(op, Upsert))
+        self.release(op.key for op in batch if isinstance(op, Upsert))
 
     def _apply(self, batch: list[Op]) -> None:
-        records: list[ImageRecord] = []
+        records: list[Upsert] = []
         for op in batch:
             if isinstance(op, Upsert):
-                records.append(op.record)
+                records.append(op)
                 continue
             self._flush(records)
             if isinstance(op, Rename):
@@ -351,11 +352,13 @@ class Writer:
                     self._gone(name)
         self._flush(records)
 
-    def _flush(self, records: list[ImageRecord]) -> None:
-        if not records:
+    def _flush(self, ops: list[Upsert]) -> None:
+        if not ops:
             return
+        records = [op.record for op in ops]
         self.store.upsert(records)
-        self.release(r.file_name for r in records)
+        self.release(op.key for op in ops)
+        ops.clear()
         rejected = sum(1 for r in records if r.status == REJECTED)
         self.stats.add("rejected", rejected)
         self.stats.add("recorded", sum(1 for r in records if r.status in {DONE, PENDING}))
@@ -364,12 +367,17 @@ class Writer:
         records.clear()
 
     def _rename(self, op: Rename) -> None:
-        if self.store.rename(op.old, op.new):
+        # A new name no row can hold gets its own (rejected) row when it is looked at.
+        if unstorable_reason(op.new) is None and self.store.rename(row_name(op.old), op.new):
             log.info("moved %r -> %r", op.old, op.new)
         else:
             self._gone(op.old)  # no row to move, or the new name has its own row
 
     def _rename_dir(self, op: RenameDir) -> None:
+        if unstorable_reason(op.old_prefix) or unstorable_reason(op.new_prefix):
+            for name, _row in self.store.rows_under(row_name(op.old_prefix)):
+                self._gone(name)
+            return
         moved, stuck = self.store.rename_prefix(op.old_prefix, op.new_prefix)
         if moved:
             old, new = op.old_prefix.rstrip("/"), op.new_prefix.rstrip("/")
@@ -377,9 +385,10 @@ class Writer:
         for name in stuck:
             self._gone(name)
 
-    def _gone(self, file_name: str) -> None:
-        if os.path.lexists(os.path.join(self.root, file_name)):
+    def _gone(self, key: str) -> None:
+        if os.path.lexists(os.path.join(self.root, key)):
             return  # back already (a save that replaces the file); its own event follows
+        file_name = row_name(key)
         row = self.store.lookup(file_name)
         if row is None or (row.status == MISSING and self.on_delete == "missing"):
             return

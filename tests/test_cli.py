@@ -168,10 +168,10 @@ def test_failed_file_makes_rescan_exit_1(
     real = imaging.inspect_image
 
     # A disk I/O error cannot be made on demand; it is raised where the read happens.
-    def inspect(path: str) -> Any:
+    def inspect(path: str, max_bytes: int | None = None) -> Any:
         if path.endswith("flaky.jpg"):
             raise OSError(errno.EIO, "Input/output error")
-        return real(path)
+        return real(path, max_bytes)
 
     monkeypatch.setattr("imgwatch.processor.inspect_image", inspect)
     assert cli.main(["--rescan", "--image-dir", str(image_dir)]) == 1

@@ -248,7 +248,8 @@ def test_a_full_queue_drops_changes_and_reconciles(
     tmp_path: Path, image_dir: Path, db_url: URL
 ) -> None:
     names = {f"d{i % 7}/{i:03d}.jpg" for i in range(200)}
-    with start(tmp_path, image_dir, db_url, queue_size="10") as daemon:
+    # max_wait far beyond the wait below: a file left waiting for a dropped close fails.
+    with start(tmp_path, image_dir, db_url, queue_size="10", max_wait="600") as daemon:
         for name in sorted(names):
             write_image(image_dir / name, 8, 8)
         rows = wait_rows(db_url, all_done(names))

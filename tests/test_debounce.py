@@ -141,3 +141,15 @@ def test_limit_and_next_deadline() -> None:
         handed += batch
     assert sorted(handed) == sorted(str(i) for i in range(10))
     assert d.next_deadline() is None
+
+
+def test_after_lost_events_no_file_waits_for_a_close_that_may_be_gone() -> None:
+    w = World()
+    d = w.debouncer(quiet=1.0, max_wait=60)
+    w.files["a"] = (1, 1)
+    d.touch("a", writing=True)  # its close event was among those dropped
+    assert run(w, d, 5.0) == []
+    d.events_lost()
+    handed = run(w, d, 10.0)
+    assert [k for _, k in handed] == ["a"]
+    assert handed[0][0] < 7.0

@@ -84,3 +84,35 @@ def test_describe_content() -> None:
 
 def test_pillow_limit_is_in_force() -> None:
     assert Image.MAX_IMAGE_PIXELS is not None
+
+
+@pytest.mark.parametrize("name", ["cut.jpg", "cut.png", "cut.gif", "cut.bmp"])
+def test_a_truncated_image_is_rejected_although_its_header_is_fine(
+    tmp_path: Path, name: str
+) -> None:
+    path = write_image(tmp_path / name, 64, 64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
+    with pytest.raises(NotAnImage, match="truncated"):
+        inspect_image(str(path))
+
+
+@pytest.mark.parametrize("name", ["whole.bmp", "whole.gif", "whole.png", "whole.jpg"])
+def test_complete_images_pass_the_end_check(tmp_path: Path, name: str) -> None:
+    path = write_image(tmp_path / name, 33, 17)
+    assert inspect_image(str(path)).width == 33
+
+
+def test_a_jpeg_with_camera_data_after_its_end_marker_is_complete(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "trailer.jpg", 64, 64)
+    with open(path, "ab") as f:
+        f.write(b"SEFH" + os.urandom(30_000))  # what some phones append after EOI
+    assert inspect_image(str(path)).width == 64
+
+
+def test_a_file_over_the_size_limit_is_rejected_unread(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "big.png", 200, 200)
+    limit = path.stat().st_size - 1
+    with pytest.raises(NotAnImage, match=r"over the .* MiB limit"):
+        inspect_image(str(path), max_bytes=limit)
+    assert inspect_image(str(path), max_bytes=limit + 1).width == 200

@@ -195,7 +195,7 @@ def test_odd_names_are_recorded_exactly(store: ImageStore, image_dir: Path) -> N
     assert sorted(store.known_files()) == sorted(names)
 
 
-def test_unstorable_names_are_logged_not_fatal(
+def test_unstorable_names_get_a_rejected_row_under_a_stand_in_name(
     store: ImageStore, image_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_image(image_dir / "ok.jpg")
@@ -207,9 +207,20 @@ def test_unstorable_names_are_logged_not_fatal(
     (image_dir / "tmp.png").unlink()
     summary = reconcile(store, image_dir)
     assert (summary.new, summary.rejected) == (1, 2)
-    assert list(store.known_files()) == ["ok.jpg"]
+    rows = {r["file_name"]: r for r in store.all_rows()}
+    assert rows["ok.jpg"]["status"] == DONE
+    rejected = {n: r["last_error"] for n, r in rows.items() if r["status"] == REJECTED}
+    assert len(rejected) == 2
+    bad = next(n for n in rejected if n.startswith("bad\\xff.jpg#"))  # readable, unique
+    assert rejected[bad] == "file name is not valid UTF-8"
+    long = next(n for n in rejected if n.startswith("ddd"))
+    assert len(long) <= 255 and "longer than 255" in rejected[long]
     assert "not valid UTF-8" in caplog.text
-    assert "longer than 255" in caplog.text
+    # Settled: the next reconcile neither re-rejects them nor marks them missing.
+    again = reconcile(store, image_dir)
+    assert (again.unchanged, again.rejected, again.missing) == (3, 0, 0)
+    os.unlink(raw)
+    assert reconcile(store, image_dir).missing == 1
 
 
 def test_links_are_followed_only_inside_the_tree(tmp_path: Path, image_dir: Path) -> None:
@@ -219,8 +230,17 @@ def test_links_are_followed_only_inside_the_tree(tmp_path: Path, image_dir: Path
     (image_dir / "to-inside.jpg").symlink_to(inside)
     (image_dir / "loop").symlink_to(image_dir)  # a directory link is never descended
     (image_dir / "loop.jpg").symlink_to(image_dir)  # a link to a directory is not a file
-    found = sorted(f.file_name for f in walk(image_dir, ImageNameFilter([".jpg"])))
-    assert found == ["real.jpg", "to-inside.jpg"]
+    (image_dir / "dangling.jpg").symlink_to(image_dir / "nothing-here.jpg")
+    (image_dir / "self.jpg").symlink_to(image_dir / "self.jpg")  # a link loop
+    found = {f.file_name: f.problem for f in walk(image_dir, ImageNameFilter([".jpg"]))}
+    assert found == {
+        "real.jpg": None,
+        "to-inside.jpg": None,
+        "to-outside.jpg": "symbolic link leads outside the image directory",
+        "loop.jpg": "not a regular file: a link to a directory",
+        "dangling.jpg": "broken symbolic link",
+        "self.jpg": "symbolic link cannot be followed: Too many levels of symbolic links",
+    }
 
 
 def test_unreadable_directory_does_not_mark_its_files_missing(
