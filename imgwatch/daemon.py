@@ -37,6 +37,7 @@ from imgwatch.workers import (
     Gone,
     GoneDir,
     LastError,
+    Outage,
     Rename,
     RenameDir,
     Stats,
@@ -66,6 +67,7 @@ class Daemon:
         self.store = ImageStore(settings.database_url())
         self.client = media_client(settings)
         self.stats = Stats()
+        self.outage = Outage()
         self.stopping = threading.Event()
         self.inbox: queue.Queue[Change] = queue.Queue(maxsize=settings.queue_size)
         polling = wants_polling(settings.watch_mode, self.root)
@@ -91,6 +93,7 @@ class Daemon:
             client=self.client,
             on_pending=self._new_upload_rows,
             release=self.release,
+            outage=self.outage,
         )
         self.files = FileWorkers(
             root=self.root,
@@ -101,6 +104,7 @@ class Daemon:
             writer=self.writer,
             retouch=self._retouch,
             threads=settings.workers,
+            outage=self.outage,
         )
         self.uploads: UploadDispatcher | None = None
         self._reconcile_wanted = threading.Event()
@@ -126,7 +130,7 @@ class Daemon:
             if self.client is not None:
                 up = uploader(self.settings, self.client, self.store)
                 preflight(self.client, up.breaker)
-                self.uploads = UploadDispatcher(up, self.store, self.stats)
+                self.uploads = UploadDispatcher(up, self.store, self.stats, self.outage)
             self.watcher.start()
             log.info("watching %s (%s)", self.root, self.watcher.mode)
             self._start_threads()
@@ -423,13 +427,19 @@ class Daemon:
             reason = self._reconcile_reason
             try:
                 summary = reconciler.run(cancel=self.stopping)
-            except (ConfigError, DatabaseUnavailable) as exc:
+            except DatabaseUnavailable as exc:
+                self.outage.failed(exc)
+                log.warning("%s reconcile not done: the database is unavailable", reason)
+                self.stopping.wait(5.0)
+                continue
+            except ConfigError as exc:
                 log.error("%s reconcile failed: %s", reason, exc)
                 self.stopping.wait(5.0)
                 continue
             except Exception:
                 log.exception("internal error in the %s reconcile", reason)
                 continue
+            self.outage.ok()
             log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
             self.stats.add("recorded", summary.new + summary.changed)
             self.stats.add("rejected", summary.rejected)

@@ -298,10 +298,12 @@ class ImageStore:
             | (c.claimed_until < now)
             | (c.claimed_by == owner)
         )
+        # Still to do: a job read a while ago may have been finished since.
+        due = c.status.in_([PENDING, UPLOADING, FAILED]) | ((c.status == DONE) & c.wp_url.is_(None))
         stmt = (
             update(images)
             .where(c.id == job.id, c.sha256 == job.sha256)
-            .where(free)
+            .where(free, due)
             .values(
                 status=UPLOADING,
                 claimed_by=owner or None,
@@ -311,6 +313,18 @@ class ImageStore:
         )
         with self._guard("claiming a row for upload"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount > 0
+
+    def retry_failed_now(self) -> int:
+        """Uploads that failed for a passing reason are due now, not at their schedule."""
+        c = images.c
+        now = utcnow()
+        stmt = (
+            update(images)
+            .where(c.status == FAILED, c.next_attempt_at.is_not(None), c.next_attempt_at > now)
+            .values(next_attempt_at=now)
+        )
+        with self._guard("rescheduling failed uploads"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
 
     def release_claims_of(self, owners: Sequence[str]) -> int:
         """Let go of claims held by uploaders known to be dead (this host's old pids)."""

@@ -86,6 +86,44 @@ class Stats:
             setattr(self, name, getattr(self, name) + n)
 
 
+class Outage:
+    """One story per database outage in the log, not one line per file per second.
+
+    The first failure is logged at once; while it lasts, a reminder a minute; when
+    any database call succeeds again, how long it lasted. Nothing is lost meanwhile:
+    files wait in the debouncer, writes in the Writer, uploads in their rows.
+    """
+
+    REMIND_EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._last_said = 0.0
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: DatabaseUnavailable) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._since is None:
+                self._since = self._last_said = now
+                log.error("%s; retrying, nothing is lost meanwhile", exc)
+            elif now - self._last_said >= self.REMIND_EVERY:
+                self._last_said = now
+                log.warning("database still unavailable after %.0fs: %s", now - self._since, exc)
+
+    def ok(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is not None:
+                log.info("database is back after %.0fs", time.monotonic() - self._since)
+                self._since = None
+
+
 class LastError(logging.Handler):
     """Keeps the latest warning or error line for `STATUS=` (messages hold no secrets)."""
 
@@ -114,7 +152,9 @@ class FileWorkers:
         writer: Writer,
         retouch: Callable[[str], None],
         threads: int,
+        outage: Outage | None = None,
     ) -> None:
+        self.outage = outage or Outage()
         self.root = root
         self.store = store
         self.accept = accept
@@ -205,7 +245,7 @@ class FileWorkers:
             try:
                 handed_on = self.process(key)
             except DatabaseUnavailable as exc:
-                log.warning("%s; will look at %r again", exc, key)
+                self.outage.failed(exc)
                 time.sleep(1.0)
                 self.retouch(key)
             except Exception:
@@ -223,6 +263,7 @@ class FileWorkers:
             self.writer.put(Gone(key))
             return False
         row = self.store.lookup(row_name(key))
+        self.outage.ok()
         outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
             return False  # unchanged, or a name no row can hold (logged)
@@ -251,7 +292,9 @@ class Writer:
         client: MediaClient | None,
         on_pending: Callable[[], None],
         release: Callable[[Iterable[str]], None] = lambda _names: None,
+        outage: Outage | None = None,
     ) -> None:
+        self.outage = outage or Outage()
         self.root = root
         # Files stay claimed (see scanner.Claims) until their rows are committed.
         self.release = release
@@ -310,6 +353,7 @@ class Writer:
         while True:
             try:
                 self._apply(batch)
+                self.outage.ok()
                 return
             except DatabaseUnavailable as exc:
                 if self._stopping.is_set():
@@ -320,9 +364,9 @@ class Writer:
                     )
                     self._release_batch(batch)
                     return
-                log.warning("%s; retrying in %.0fs", exc, pause)
+                self.outage.failed(exc)
                 self._stopping.wait(pause)
-                pause = min(pause * 2, 30.0)
+                pause = min(pause * 2, 10.0)
             except Exception:
                 log.exception(
                     "internal error writing %d change(s); the next reconcile redoes them",
@@ -423,7 +467,10 @@ class UploadDispatcher:
 
     RECHECK = 30.0
 
-    def __init__(self, uploader: Uploader, store: ImageStore, stats: Stats) -> None:
+    def __init__(
+        self, uploader: Uploader, store: ImageStore, stats: Stats, outage: Outage | None = None
+    ) -> None:
+        self.outage = outage or Outage()
         self.uploader = uploader
         self.store = store
         self.stats = stats
@@ -433,7 +480,7 @@ class UploadDispatcher:
         self._in_flight: dict[int, Future[None]] = {}
         self._backlog: deque[UploadJob] = deque()
         self._refetch = threading.Event()
-        self._everything = False
+        self._retry_requested = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="uploads", daemon=True)
 
@@ -471,7 +518,7 @@ class UploadDispatcher:
     def retry_now(self) -> None:
         """An operator asked (SIGHUP): failed uploads are due now, WordPress gets a new chance."""
         self.uploader.breaker.reset()
-        self._everything = True
+        self._retry_requested = True
         self.new_rows()
 
     def _run(self) -> None:
@@ -484,7 +531,7 @@ class UploadDispatcher:
             try:
                 self._dispatch()
             except DatabaseUnavailable as exc:
-                log.warning("%s; uploads wait", exc)
+                self.outage.failed(exc)
                 self._stopping.wait(5.0)
             except Exception:
                 log.exception("internal error dispatching uploads; trying again shortly")
@@ -493,9 +540,12 @@ class UploadDispatcher:
     def _dispatch(self) -> None:
         if self._refetch.is_set() or not self._backlog:
             self._refetch.clear()
-            everything, self._everything = self._everything, False
+            if self._retry_requested:
+                self._retry_requested = False
+                # In the rows, not in memory: whatever reads them next sees them due.
+                self.store.retry_failed_now()
             # The row is the queue: re-read it rather than trust what was read before.
-            self._backlog = deque(self.store.due_uploads(include_scheduled=everything))
+            self._backlog = deque(self.store.due_uploads())
         limit = self.uploader.workers * 2
         with self._lock:
             while self._backlog and len(self._in_flight) < limit:
@@ -511,7 +561,7 @@ class UploadDispatcher:
             elif outcome == "failed":
                 self.stats.add("upload_failed")
         except DatabaseUnavailable as exc:
-            log.warning("%s; upload of %r is retried later", exc, job.file_name)
+            self.outage.failed(exc)  # the row still says what is left to do
         except Exception:
             log.exception("internal error uploading %r; it is retried later", job.file_name)
         finally:

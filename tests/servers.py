@@ -73,7 +73,13 @@ class MariaDB:
         if result.returncode != 0:
             raise ServerUnavailable("mariadb-install-db failed: " + result.stderr.decode()[-2000:])
         self.port = free_port()
-        log = open(self.base / "mariadbd.log", "wb")  # noqa: SIM115 - lives as long as the server
+        self._mariadbd = mariadbd
+        self._user = user
+        self._launch()
+
+    def _launch(self) -> None:
+        mariadbd, user = self._mariadbd, self._user
+        log = open(self.base / "mariadbd.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             [
                 mariadbd,
@@ -146,6 +152,16 @@ class MariaDB:
             database=name,
             query={"charset": "utf8mb4"},
         )
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data and port (the database is 'down')."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port with the same data."""
+        self._launch()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

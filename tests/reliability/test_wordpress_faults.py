@@ -1,0 +1,82 @@
+"""WordPress unreachable, then slow, then broken, then back, under a running daemon.
+
+Files keep arriving throughout. Ends with every file uploaded once and the
+daemon never down.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgwatch.store import DONE, FAILED
+from tests.daemonproc import wait_rows
+from tests.faultproxy import FaultProxy
+from tests.imagefiles import write_image
+from tests.servers import MariaDB, WordPress
+from tests.test_daemon import start, wp_settings
+
+
+@pytest.fixture
+def proxy(live_wordpress: WordPress) -> Iterator[FaultProxy]:
+    p = FaultProxy(live_wordpress.url, slow_seconds=2.5)
+    yield p
+    p.close()
+
+
+def failed_with(names: set[str], words: str) -> Callable[[dict[str, dict[str, Any]]], bool]:
+    return lambda rows: all(
+        n in rows and rows[n]["status"] == FAILED and words in (rows[n]["last_error"] or "")
+        for n in names
+    )
+
+
+def test_wordpress_unreachable_slow_broken_then_back(
+    tmp_path: Path,
+    image_dir: Path,
+    mariadb: MariaDB,
+    live_wordpress: WordPress,
+    proxy: FaultProxy,
+) -> None:
+    db = mariadb.create_database()
+    site = live_wordpress
+    media_before = site.media_count()
+    settings = {
+        **wp_settings(site),
+        "wp_api_url": proxy.url + "/wp-json/wp/v2/media",
+        "wp_read_timeout": "1",
+        "wp_retries": "2",
+    }
+    phases = {"drop": "", "slow": "timed out", "error": "500"}
+    dropped: set[str] = set()
+    with start(tmp_path, image_dir, db, **settings) as daemon:
+        for mode, words in phases.items():
+            proxy.mode = mode
+            names = {f"{mode}/{i}.jpg" for i in range(4)}
+            for name in sorted(names):
+                write_image(image_dir / name)
+            dropped |= names
+            # Everything so far fails again in this mode (SIGHUP: retry now).
+            daemon.signal(signal.SIGHUP)
+            wait_rows(db, failed_with(dropped, words), timeout=60)
+            assert daemon.process.poll() is None
+        proxy.mode = "pass"
+        daemon.signal(signal.SIGHUP)
+        rows = wait_rows(
+            db, lambda r: dropped <= {n for n, x in r.items() if x["status"] == DONE}, timeout=90
+        )
+        assert daemon.stop() == 0
+    # Slow answers may have landed uploads the daemon never heard about: the slug
+    # lookup found them, so still one media item per file.
+    assert site.media_count() == media_before + len(dropped)
+    assert len({rows[n]["wp_media_id"] for n in dropped}) == len(dropped)
+    log = daemon.log()
+    assert "Traceback" not in log
+    # Each file was uploaded or linked once: no job finished twice.
+    for name in dropped:
+        assert log.count(f"uploaded {name!r}") + log.count(f"linked {name!r}") == 1, name
+    assert site.passwords["uploader"] not in log
