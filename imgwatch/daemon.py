@@ -115,6 +115,10 @@ class Daemon:
         self._signal: int | None = None
         self._hup = False
         self._reported_stuck = False
+        # Files some process opened and has not closed yet, as far as events tell.
+        self._open: set[str] = set()
+        self._watch_problem: str | None = None
+        self._next_watch_attempt = 0.0
         self._watch_limit_reported = False
         self._last_error = LastError(self.stats)
 
@@ -208,6 +212,7 @@ class Daemon:
             if self.watcher.handler.lost.is_set():
                 self.watcher.handler.lost.clear()
                 self.debouncer.events_lost()
+                self._open.clear()
                 log.warning("file events were lost (queue overflow); reconciling")
                 self.request_reconcile("overflow")
             if self._hup:
@@ -262,16 +267,30 @@ class Daemon:
     def _route(self, change: Change) -> None:
         """One watcher Change -> debouncer deadlines or writer ops. No I/O but a directory walk."""
         kind = change.kind
-        if kind in {"created", "written", "closed", "deleted", "recheck"}:
+        if kind in {"opened", "closed_nowrite"}:
             key = self._file_key(change.path)
             if key is not None:
-                # Only inotify reports closes; a poller's "written" must not wait for one.
-                writing = kind == "written" and not self.watcher.polling
+                self._track_open(key, kind == "opened")
+        elif kind in {"created", "written", "closed", "deleted", "recheck"}:
+            key = self._file_key(change.path)
+            if key is not None:
+                if kind == "closed":
+                    self._track_open(key, False)
+                # A write waits for its close only when an open was seen (a copy under
+                # way); truncate(2) writes without one, and a poller sees neither.
+                writing = kind == "written" and key in self._open
                 self.debouncer.touch(key, closed=kind == "closed", writing=writing)
         elif kind == "moved":
             self._route_move(self._file_key(change.path), self._file_key(change.dest))
         else:
             self._route_dir(kind, self._dir_key(change.path), self._dir_key(change.dest))
+
+    def _track_open(self, key: str, is_open: bool) -> None:
+        if is_open:
+            if len(self._open) < self.settings.queue_size:  # bounded, like everything
+                self._open.add(key)
+        else:
+            self._open.discard(key)
 
     def _route_dir(self, kind: str, old: str | None, new: str | None) -> None:
         if kind == "dir_created":
@@ -351,18 +370,34 @@ class Daemon:
     # --- health and status ------------------------------------------------------------
 
     def _check_watcher(self) -> None:
-        if self.watcher.alive():
+        """Restart a watcher that died; while the image directory is gone (removed,
+        not mounted yet) keep trying without blocking the loop, and say so once."""
+        trouble = self.watcher.trouble()
+        if trouble is None:
+            if self._watch_problem is not None:
+                log.info("watching %s again", self.root)
+                self._watch_problem = None
             return
-        log.error("the file watcher stopped; restarting it and reconciling")
+        now = time.monotonic()
+        if now < self._next_watch_attempt:
+            return
+        if self._watch_problem is None:
+            log.error("%s; restarting the watch and reconciling", trouble)
         self.watcher.stop()
         try:
             self.watcher.start()
         except ConfigError:
             raise
         except OSError as exc:
-            log.error("cannot watch %s: %s; trying again", self.root, exc.strerror or exc)
-            time.sleep(RESTART_WATCHER_EVERY)
+            problem = f"cannot watch {self.root}: {exc.strerror or exc}"
+            if problem != self._watch_problem:
+                log.error("%s; trying again every %.0fs", problem, RESTART_WATCHER_EVERY)
+            self._watch_problem = problem
+            self._next_watch_attempt = now + RESTART_WATCHER_EVERY
             return
+        if self._watch_problem is not None:
+            log.info("watching %s again", self.root)
+            self._watch_problem = None
         self.request_reconcile("watcher restart")
 
     def healthy(self) -> bool:
@@ -370,6 +405,9 @@ class Daemon:
         not stuck. Without pings systemd restarts the daemon (WatchdogSec)."""
         threads_ok = self.files.alive() and self.writer.alive()
         uploads_ok = self.uploads is None or self.uploads.alive()
+        # Waiting for a missing image directory is what should happen, not a hang:
+        # a restart would only exit 78 and stay down.
+        watching = self.watcher.alive() or self._watch_problem is not None
         stuck = self.files.stuck(STUCK_AFTER)
         if stuck is not None and not self._reported_stuck:
             log.error(
@@ -378,15 +416,16 @@ class Daemon:
                 STUCK_AFTER,
             )
         self._reported_stuck = stuck is not None
-        return self.watcher.alive() and threads_ok and uploads_ok and stuck is None
+        return watching and threads_ok and uploads_ok and stuck is None
 
     def queue_depth(self) -> int:
         return len(self.debouncer) + self.files.work.qsize() + self.writer.pending()
 
     def status_line(self) -> str:
         s = self.stats
+        doing = "watching" if self._watch_problem is None else "NOT watching, waiting for"
         text = (
-            f"watching {self.root}: {self.queue_depth()} queued, {s.recorded} recorded, "
+            f"{doing} {self.root}: {self.queue_depth()} queued, {s.recorded} recorded, "
             f"{s.rejected} rejected, {s.missing} gone"
         )
         if self.uploads is not None:

@@ -60,6 +60,7 @@ class ScanSummary:
     busy: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
+    refused_missing: int = 0  # rows not marked missing because the directory was empty
 
     def line(self) -> str:
         return (
@@ -319,6 +320,18 @@ class Reconciler:
             # (the daemon records it) is not gone.
             and not os.path.lexists(os.path.join(root, name))
         ]
+        if gone and not seen:
+            # Nothing at all on disk but rows that say otherwise: far more often an
+            # unmounted share or a mount that is not there yet than a deliberate
+            # deletion of everything. Marking (or purging) every row would be wrong.
+            log.error(
+                "image directory %s is empty but %d row(s) say files were there: not "
+                "marking them missing (not mounted?)",
+                root,
+                len(gone),
+            )
+            summary.refused_missing = len(gone)
+            return
         if gone:
             ids, names = [g[0] for g in gone], [g[1] for g in gone]
             summary.missing = self.store.mark_missing(ids, names=names)

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 # "recheck" is the daemon's own: look at a path again (it changed while being read).
 ChangeKind = Literal[
     "created",
+    "opened",
     "written",
     "closed",
+    "closed_nowrite",
     "deleted",
     "moved",
     "dir_created",
@@ -81,29 +83,33 @@ class ForwardingHandler(FileSystemEventHandler):
             self.lost.set()
 
 
+# watchdog event type -> our kind, for files and for directories. Anything else (a
+# directory's own mtime, attribute changes) says nothing about images.
+_FILE_KINDS: dict[str, ChangeKind] = {
+    "created": "created",  # by open(O_CREAT), or moved in from outside the tree
+    "modified": "written",  # with inotify, a close follows if an open was seen
+    "closed": "closed",  # closed after writing (IN_CLOSE_WRITE)
+    # Opens and read-only closes tell whether a later write comes from an open file
+    # that will be closed (a copy), or from truncate(2), which no close follows.
+    "opened": "opened",
+    "closed_no_write": "closed_nowrite",
+    "deleted": "deleted",
+    "moved": "moved",
+}
+_DIR_KINDS: dict[str, ChangeKind] = {
+    "created": "dir_created",
+    "deleted": "dir_deleted",
+    "moved": "dir_moved",
+}
+
+
 def _change_for(event: FileSystemEvent) -> Change | None:
-    src = os.fsdecode(event.src_path)
+    kinds = _DIR_KINDS if event.is_directory else _FILE_KINDS
+    kind = kinds.get(event.event_type)
+    if kind is None:
+        return None
     dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-    kind = event.event_type
-    if event.is_directory:
-        if kind == "created":
-            return Change("dir_created", src)
-        if kind == "deleted":
-            return Change("dir_deleted", src)
-        if kind == "moved":
-            return Change("dir_moved", src, dest)
-        return None  # a directory's own mtime/attrib changes say nothing about images
-    if kind == "created":  # by open(O_CREAT), or moved in from outside the tree
-        return Change("created", src)
-    if kind == "modified":  # written to; with inotify a close event follows
-        return Change("written", src)
-    if kind == "closed":  # closed after writing (IN_CLOSE_WRITE)
-        return Change("closed", src)
-    if kind == "deleted":
-        return Change("deleted", src)
-    if kind == "moved":
-        return Change("moved", src, dest)
-    return None  # opened, closed without writing, attrib
+    return Change(kind, os.fsdecode(event.src_path), dest)
 
 
 class OverflowSignal(logging.Handler):
@@ -166,6 +172,10 @@ class Watcher:
         self.handler = ForwardingHandler(inbox)
         self._overflow = OverflowSignal(self.handler)
         self.observer: BaseObserver | None = None
+        # Which directory the watch is on: a mount over it, or an unmount, or a
+        # remove-and-recreate gives another (device, inode), and the old watch sees
+        # nothing that happens in the new one.
+        self._identity: tuple[int, int] | None = None
 
     @property
     def mode(self) -> str:
@@ -187,13 +197,25 @@ class Watcher:
             observer.stop()
             raise _limit_error(exc) or exc from None
         self.observer = observer
+        self._identity = _identity(self.image_dir)
         logging.getLogger("watchdog.observers.inotify_c").addHandler(self._overflow)
 
     def alive(self) -> bool:
+        return self.trouble() is None
+
+    def trouble(self) -> str | None:
+        """Why the watch no longer covers the image directory, or None if it does."""
         observer = self.observer
-        if observer is None or not observer.is_alive():
-            return False
-        return all(emitter.is_alive() for emitter in observer.emitters)
+        if observer is None:
+            return "not started"
+        if not observer.is_alive() or not all(e.is_alive() for e in observer.emitters):
+            return "the watcher thread stopped"
+        identity = _identity(self.image_dir)
+        if identity is None:
+            return "the image directory is gone"
+        if identity != self._identity:
+            return "the image directory was replaced, mounted over or unmounted"
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._overflow)
@@ -223,6 +245,14 @@ def inotify_room_left(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _limit_error(exc: OSError) -> ConfigError | None:

@@ -262,8 +262,8 @@ class FileWorkers:
         if found is None or not self.accept(posixpath.basename(key)):
             self.writer.put(Gone(key))
             return False
+        # No outage.ok() here: reads work on a full disk; only a write says it is over.
         row = self.store.lookup(row_name(key))
-        self.outage.ok()
         outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
             return False  # unchanged, or a name no row can hold (logged)

@@ -409,7 +409,7 @@ def test_a_dead_watcher_is_restarted_and_a_reconcile_follows(
         assert daemon.watcher.alive()
         assert daemon._reconcile_wanted.is_set()
         assert daemon._reconcile_reason == "watcher restart"
-        assert "the file watcher stopped; restarting it and reconciling" in caplog.text
+        assert "the watcher thread stopped; restarting the watch and reconciling" in caplog.text
     finally:
         daemon.watcher.stop()
 

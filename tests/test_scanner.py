@@ -248,6 +248,7 @@ def test_unreadable_directory_does_not_mark_its_files_missing(
 ) -> None:
     write_image(image_dir / "locked" / "a.jpg")
     write_image(image_dir / "open" / "b.jpg")
+    write_image(image_dir / "open" / "stays.jpg")
     reconcile(store, image_dir)
     (image_dir / "open" / "b.jpg").unlink()
     real_scandir = os.scandir
@@ -336,3 +337,21 @@ def test_walk_of_a_subdirectory_names_files_from_the_root(image_dir: Path) -> No
     os.symlink(image_dir / "top.jpg", image_dir / "a" / "link.jpg")  # inside the tree: kept
     found = sorted(f.file_name for f in walk(image_dir, ImageNameFilter([".jpg"]), subdir="a"))
     assert found == ["a/b/deep.jpg", "a/link.jpg"]
+
+
+def test_an_empty_image_directory_marks_nothing_missing(
+    store: ImageStore, image_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What an unmounted share looks like: the mount point is there, and empty.
+    for name in ("a.jpg", "b/c.jpg"):
+        write_image(image_dir / name)
+    reconcile(store, image_dir)
+    for name in ("a.jpg", "b/c.jpg"):
+        (image_dir / name).unlink()
+    summary = reconcile(store, image_dir)
+    assert (summary.missing, summary.refused_missing) == (0, 2)
+    assert {r["status"] for r in store.all_rows()} == {DONE}
+    assert "is empty but 2 row(s) say files were there" in caplog.text
+    # One file back (remounted, or only some were deleted): the rest go missing.
+    write_image(image_dir / "new.jpg")
+    assert reconcile(store, image_dir).missing == 2

@@ -45,8 +45,8 @@ from imgwatch.watcher import (
         (DirCreatedEvent("/i/d"), Change("dir_created", "/i/d")),
         (DirMovedEvent("/i/d", "/i/e"), Change("dir_moved", "/i/d", "/i/e")),
         (DirModifiedEvent("/i/d"), None),
-        (FileOpenedEvent("/i/a.jpg"), None),
-        (FileClosedNoWriteEvent("/i/a.jpg"), None),
+        (FileOpenedEvent("/i/a.jpg"), Change("opened", "/i/a.jpg")),
+        (FileClosedNoWriteEvent("/i/a.jpg"), Change("closed_nowrite", "/i/a.jpg")),
     ],
 )
 def test_events_become_changes(event: FileSystemEvent, expected: Change | None) -> None:

@@ -1,0 +1,59 @@
+"""The disk under the SQLite database fills up while files arrive, then frees up.
+
+A clear error, the daemon stays up, nothing is lost once there is room again,
+and the database passes SQLite's integrity check afterwards (WAL mode).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from imgwatch.store import DONE
+from tests.daemonproc import wait_rows
+from tests.imagefiles import write_image
+from tests.test_daemon import start
+
+
+def test_disk_full_under_sqlite(tmp_path: Path, image_dir: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a small filesystem to fill needs root (mount -t tmpfs)")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    try:
+        db = URL.create("sqlite", database=str(state / "imgwatch.db"))
+        with start(tmp_path, image_dir, db) as daemon:
+            write_image(image_dir / "before.jpg")
+            wait_rows(db, lambda r: r.get("before.jpg", {}).get("status") == DONE)
+            filler = state / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            try:  # take every free block
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            names = {f"full/{i:03d}.jpg" for i in range(60)}
+            for name in sorted(names):
+                write_image(image_dir / name, 16, 16)
+            daemon.wait_log(r"ERROR .*database or disk is full; retrying, nothing is lost")
+            assert daemon.process.poll() is None
+            filler.unlink()
+            rows = wait_rows(
+                db, lambda r: names <= {n for n, x in r.items() if x["status"] == DONE}
+            )
+            assert daemon.stop() == 0
+        assert len(rows) == len(names) + 1
+        with sqlite3.connect(state / "imgwatch.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert "Traceback" not in daemon.log()
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
