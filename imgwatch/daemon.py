@@ -48,6 +48,7 @@ from imgwatch.workers import (
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # longest the main loop sleeps: bounds signal and health-check latency
+BUSY_WAIT = 0.02  # how often to look for free workers while paths are due
 HEALTH_EVERY = 1.0
 STATUS_EVERY = 2.0
 RESTART_WATCHER_EVERY = 5.0
@@ -240,6 +241,10 @@ class Daemon:
         deadline = self.debouncer.next_deadline()
         if deadline is not None:
             timeout = min(TICK, max(0.0, deadline - time.monotonic()))
+            if self.files.room() == 0:
+                # Paths are due but the workers are full: waking at once would only
+                # spin this thread and starve the workers of the GIL.
+                timeout = max(timeout, BUSY_WAIT)
         if len(self.debouncer) >= self.settings.queue_size:
             # Back-pressure: leave changes in the inbox (the watcher then waits).
             time.sleep(min(timeout, 0.05))

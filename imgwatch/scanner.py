@@ -105,26 +105,30 @@ def walk(
     while stack:
         directory, prefix = stack.pop()
         try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if is_hidden_or_temp(entry.name):
-                        continue
-                    rel = prefix + entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, rel + "/"))
-                            continue
-                        if not accept(entry.name):
-                            continue
-                        found = _candidate(entry, rel, real_root)
-                    except OSError as exc:
-                        log.warning("cannot stat %r: %s", rel, exc.strerror)
-                        continue
-                    if found is not None:
-                        yield found
+            # Listed in full before anything is yielded: the directory handle is not
+            # held open while the caller reads files (or abandons the walk).
+            with os.scandir(directory) as listing:
+                entries = list(listing)
         except OSError as exc:
             log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
             state.unreadable_dirs.append(prefix)
+            continue
+        for entry in entries:
+            if is_hidden_or_temp(entry.name):
+                continue
+            rel = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel + "/"))
+                    continue
+                if not accept(entry.name):
+                    continue
+                found = _candidate(entry, rel, real_root)
+            except OSError as exc:
+                log.warning("cannot stat %r: %s", rel, exc.strerror)
+                continue
+            if found is not None:
+                yield found
 
 
 def _candidate(entry: os.DirEntry[str], rel: str, real_root: str) -> FoundFile | None:

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,10 @@ from watchdog.observers.polling import PollingObserver
 from imgwatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# After an overflow watchdog re-adds its watches and warns about each one it
+# already had: bookkeeping noise, one line per directory, nothing to act on.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 # "recheck" is the daemon's own: look at a path again (it changed while being read).
 ChangeKind = Literal[

@@ -163,7 +163,7 @@ class FileWorkers:
         self.writer = writer
         self.retouch = retouch
         # Small on purpose: the debouncer holds the backlog, this only keeps threads fed.
-        self.work: queue.Queue[str | None] = queue.Queue(maxsize=threads * 4)
+        self.work: queue.Queue[str | None] = queue.Queue(maxsize=threads * 32)
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._reading: dict[str, float] = {}  # key -> when a worker started on it
