@@ -6,6 +6,7 @@ the defaults below.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +18,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from imgwatch.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "IMGWATCH_"
 # Looked for in this order when no --env-file is given; a later file overrides an earlier one.
@@ -266,6 +269,8 @@ def load_settings(overrides: dict[str, Any], env_file: Path | None = None) -> Se
     so a password that fails validation is not printed.
     """
     files = env_files(env_file)
+    for path in files:
+        warn_if_exposed(path)
     unknown = unknown_settings(files)
     if unknown:
         raise ConfigError(
@@ -275,6 +280,27 @@ def load_settings(overrides: dict[str, Any], env_file: Path | None = None) -> Se
         return Settings(_env_file=files or None, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+SECRET_VARIABLES = {ENV_PREFIX + n for n in ("DB_PASSWORD", "WP_PASSWORD", "DB_URL")}
+
+
+def warn_if_exposed(path: Path) -> None:
+    """An env file holding a password that every user on the host may read."""
+    try:
+        mode = path.stat().st_mode
+        if not mode & 0o004:
+            return
+        names = {name.upper() for name, value in dotenv_values(path).items() if value}
+    except OSError:
+        return
+    if names & SECRET_VARIABLES:
+        log.warning(
+            "env file %s holds a password and is readable by every user (mode %o): "
+            "chmod 600 it (root reads it for systemd's EnvironmentFile=)",
+            path,
+            mode & 0o777,
+        )
 
 
 def unknown_settings(files: tuple[Path, ...]) -> list[str]:

@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import URL
 
 from imgwatch.store import ImageStore
+from tests.servers import SECRETS
 
 T = TypeVar("T")
 
@@ -96,6 +98,7 @@ class DaemonProcess:
     def wait_started(self) -> None:
         """READY=1 and the startup reconcile finished."""
         self.wait_notified("READY=1")
+        self.check_process_title()
         self.wait_log(r"startup reconcile: ")
 
     # --- stopping -------------------------------------------------------------------
@@ -120,12 +123,25 @@ class DaemonProcess:
         if self.sock.fileno() != -1:
             self._read_notifications()  # what it said on the way out
             self.sock.close()
+        assert_no_secrets(self.log() + "\n".join(self.messages), f"daemon log {self.log_path}")
+
+    def check_process_title(self) -> None:
+        """What `ps` shows of the running daemon carries no password."""
+        cmdline = Path(f"/proc/{self.process.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert_no_secrets(cmdline, "the command line")
 
     def __enter__(self) -> DaemonProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def assert_no_secrets(text: str, where: str) -> None:
+    """No test password, plain or URL-encoded, in text."""
+    for secret in SECRETS:
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            assert form not in text, f"a password appears in {where}"
 
 
 def rows_by_name(db: URL) -> dict[str, dict[str, Any]]:
@@ -154,4 +170,5 @@ def wait_rows(
         wait_for(ready, timeout, "rows")
     except AssertionError:
         raise AssertionError(f"rows never matched; last seen: {sorted(latest)}") from None
+    assert_no_secrets(repr(latest), "the images table")  # last_error above all
     return latest

@@ -22,6 +22,10 @@ from sqlalchemy.engine import URL
 # Characters that break naive URL building: @ : / % ? # & = quotes, space and backslash.
 HOSTILE_PASSWORD = "p@ss:w/rd%40?#&= 'q\"\\x"
 
+# Every password the test servers hand out: whatever imgwatch prints is checked
+# against these (tests/daemonproc.py), in every test that runs the daemon.
+SECRETS: set[str] = {HOSTILE_PASSWORD}
+
 
 class ServerUnavailable(Exception):
     """The server binaries are missing or it would not start."""
@@ -310,6 +314,7 @@ class WordPress:
         out = result.stdout.decode(errors="replace")
         try:
             self.passwords = json.loads(out[out.index("{") :])
+            SECRETS.update(self.passwords.values())
         except ValueError:
             raise ServerUnavailable(
                 f"WordPress install failed: {out[-1500:]} {result.stderr.decode()[-1500:]}"
