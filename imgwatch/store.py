@@ -25,11 +25,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     delete,
     event,
     func,
     inspect,
+    literal_column,
+    null,
     select,
     text,
     update,
@@ -292,12 +295,9 @@ class ImageStore:
         """
         c = images.c
         now = utcnow()
-        free = (
-            (c.status != UPLOADING)
-            | c.claimed_until.is_(None)
-            | (c.claimed_until < now)
-            | (c.claimed_by == owner)
-        )
+        # The claim columns alone decide: a finished upload clears them, and status
+        # may be rewritten by another daemon recording the same file meanwhile.
+        free = c.claimed_until.is_(None) | (c.claimed_until < now) | (c.claimed_by == owner)
         # Still to do: a job read a while ago may have been finished since.
         due = c.status.in_([PENDING, UPLOADING, FAILED]) | ((c.status == DONE) & c.wp_url.is_(None))
         stmt = (
@@ -333,18 +333,21 @@ class ImageStore:
         c = images.c
         stmt = (
             update(images)
-            .where(c.status == UPLOADING, c.claimed_by.in_(list(owners)))
+            .where(c.claimed_until.is_not(None), c.claimed_by.in_(list(owners)))
             .values(claimed_until=None)
         )
         with self._guard("releasing stale claims"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
     def claim_owners(self, prefix: str) -> list[str]:
-        """Distinct claimed_by values of `uploading` rows that start with prefix."""
+        """Distinct claimed_by values of claimed rows that start with prefix."""
         c = images.c
         query = (
             select(c.claimed_by)
-            .where(c.status == UPLOADING, c.claimed_by.like(_like_escape(prefix) + "%", escape="!"))
+            .where(
+                c.claimed_until.is_not(None),
+                c.claimed_by.like(_like_escape(prefix) + "%", escape="!"),
+            )
             .distinct()
         )
         with self._guard("reading claims"), self.engine.connect() as conn:
@@ -433,14 +436,33 @@ class ImageStore:
         else:
             stmt = mysql.insert(images)
             new = stmt.inserted
+        same_content = c.sha256 == new.sha256
+        # Another daemon (or the reconcile) recording the same content again must not
+        # undo progress: an upload under way stays `uploading` with its claim, an
+        # uploaded file stays `done`. New content drops the old claim: that upload is
+        # of content no longer there.
+        # Constants inlined, not bound: pymysql's executemany for INSERT … VALUES
+        # cannot take parameters in the ON DUPLICATE KEY UPDATE part.
+        pending: Any = literal_column(f"'{PENDING}'")
+        uploading: Any = literal_column(f"'{UPLOADING}'")
+        done: Any = literal_column(f"'{DONE}'")
+        keep_status = (
+            same_content
+            & (new.status == pending)
+            & ((c.status == uploading) | ((c.status == done) & c.wp_url.is_not(None)))
+        )
+        # Evaluated before sha256 is assigned: MySQL's ON DUPLICATE KEY UPDATE reads
+        # a column assigned earlier in the list as its new value.
         changes = {
+            "status": case((keep_status, c.status), else_=new.status),
+            "claimed_by": case((same_content, c.claimed_by), else_=null()),
+            "claimed_until": case((same_content, c.claimed_until), else_=null()),
             "sha256": new.sha256,
             "size_bytes": new.size_bytes,
             "mtime_ns": new.mtime_ns,
             "mime_type": new.mime_type,
             "width": new.width,
             "height": new.height,
-            "status": new.status,
             "attempts": new.attempts,
             "last_error": new.last_error,
             "next_attempt_at": new.next_attempt_at,
@@ -451,7 +473,8 @@ class ImageStore:
         }
         if self.dialect == "sqlite":
             return stmt.on_conflict_do_update(index_elements=[c.file_name], set_=changes)
-        return stmt.on_duplicate_key_update(changes)
+        # A list keeps the order (a dict would follow the table's column order).
+        return stmt.on_duplicate_key_update(list(changes.items()))
 
     def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
         """Rows whose file is gone: status `missing`, everything else kept.

@@ -37,7 +37,9 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
 class DaemonProcess:
     """`python -m imgwatch` with NOTIFY_SOCKET bound here; stderr goes to a log file."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str], *args: str, wrapper: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
@@ -50,7 +52,7 @@ class DaemonProcess:
         full_env.update(env)
         self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "imgwatch", *args],
+            [*wrapper, sys.executable, "-m", "imgwatch", *args],
             env=full_env,
             cwd=workdir,
             stdout=self._log,

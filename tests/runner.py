@@ -11,12 +11,15 @@ from sqlalchemy.engine import URL
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGWATCH_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "imgwatch", *args],
+        [*wrapper, sys.executable, "-m", "imgwatch", *args],
         env=full_env,
         cwd=cwd,
         capture_output=True,

@@ -261,3 +261,29 @@ def test_forget_removes_rows(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
     assert store.forget([store.known_files()["a.jpg"].id]) == 1
     assert set(store.known_files()) == {"b.jpg"}
+
+
+def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStore) -> None:
+    # What a second daemon (or a reconcile) does when it records a file that the
+    # first one is uploading, or has uploaded: it must not reopen the upload.
+    from imgwatch.store import PENDING, UPLOADING, UploadJob
+
+    store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
+    rows = store.known_files()
+    up = UploadJob(rows["up.jpg"].id, "up.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
+    assert store.mark_uploading(up, "host-a:1", lease=600)
+    done = UploadJob(rows["done.jpg"].id, "done.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
+    assert store.record_upload(done, 7, "https://wp/done.jpg")
+
+    store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
+    got = {r["file_name"]: r for r in store.all_rows()}
+    assert got["up.jpg"]["status"] == UPLOADING
+    assert got["up.jpg"]["claimed_by"] == "host-a:1"
+    assert not store.mark_uploading(up, "host-b:2", lease=600)  # still held
+    assert got["done.jpg"]["status"] == DONE
+
+    # New content: the old claim is void, the file is to be uploaded again.
+    store.upsert([record("up.jpg", status=PENDING, sha256="1" * 64)])
+    row = store.get("up.jpg")
+    assert row is not None
+    assert (row["status"], row["claimed_by"], row["claimed_until"]) == (PENDING, None, None)

@@ -17,9 +17,8 @@ import pytest
 from sqlalchemy.engine import URL
 
 from imgwatch.store import DONE
-from tests.daemonproc import wait_rows
+from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import write_image
-from tests.test_daemon import start
 
 
 def test_disk_full_under_sqlite(tmp_path: Path, image_dir: Path) -> None:
@@ -30,7 +29,10 @@ def test_disk_full_under_sqlite(tmp_path: Path, image_dir: Path) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
     try:
         db = URL.create("sqlite", database=str(state / "imgwatch.db"))
-        with start(tmp_path, image_dir, db) as daemon:
+        # The embedded default: no database setting, SQLite under $STATE_DIRECTORY.
+        env = {"IMGWATCH_IMAGE_DIR": str(image_dir), "STATE_DIRECTORY": str(state)}
+        with DaemonProcess(tmp_path / "run", env) as daemon:
+            daemon.wait_started()
             write_image(image_dir / "before.jpg")
             wait_rows(db, lambda r: r.get("before.jpg", {}).get("status") == DONE)
             filler = state / "filler"

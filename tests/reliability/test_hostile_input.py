@@ -7,6 +7,7 @@ the reason), a clear log line, and the daemon still running.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import unicodedata
 import zlib
@@ -18,10 +19,10 @@ from sqlalchemy.engine import URL
 
 from imgwatch.processor import row_name
 from imgwatch.store import DONE, REJECTED
-from tests.daemonproc import rows_by_name, wait_rows
+from tests.daemonproc import DaemonProcess, rows_by_name, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.runner import run
-from tests.test_daemon import db_env, start
+from tests.test_daemon import db_env
 
 RAW_NAME = b"bad-\xff\xfe.jpg"
 LONG_NAME = "d" * 200 + "/" + "n" * 60 + ".jpg"
@@ -53,8 +54,13 @@ EXPECTED: dict[str, tuple[str, str]] = {
     row_name(os.fsdecode(RAW_NAME)): (REJECTED, "not valid UTF-8"),
     row_name(LONG_NAME): (REJECTED, "longer than 255 characters"),
 }
-# root reads files whatever their mode, so this case can only be made as another user.
-if os.geteuid() != 0:
+# root reads files whatever their mode: imgwatch runs without the two capabilities
+# that let it (setpriv), so an unreadable file is unreadable to it as to anyone.
+if os.geteuid() == 0 and shutil.which("setpriv"):
+    WRAPPER: tuple[str, ...] = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
+else:
+    WRAPPER = ()
+if os.geteuid() != 0 or WRAPPER:
     EXPECTED["no-read.jpg"] = (REJECTED, "permission denied")
 
 
@@ -114,7 +120,9 @@ def test_hostile_input_into_the_running_daemon(
     tmp_path: Path, image_dir: Path, db_url: URL
 ) -> None:
     outside = tmp_path / "outside"
-    with start(tmp_path, image_dir, db_url, max_file_mb="0.1") as daemon:
+    env = {"IMGWATCH_IMAGE_DIR": str(image_dir), "IMGWATCH_MAX_FILE_MB": "0.1", **db_env(db_url)}
+    with DaemonProcess(tmp_path / "run", env, wrapper=WRAPPER) as daemon:
+        daemon.wait_started()
         sockets = list(drop_everything(image_dir, outside))
         try:
             rows = wait_rows(db_url, settled, timeout=60)
@@ -140,13 +148,16 @@ def test_hostile_input_reconciled_by_rescan(tmp_path: Path, image_dir: Path, db_
             "IMGWATCH_MAX_FILE_MB": "0.1",
             **db_env(db_url),
         }
-        first = run("--rescan", env=env)
-        second = run("--rescan", env=env)
+        first = run("--rescan", env=env, wrapper=WRAPPER)
+        second = run("--rescan", env=env, wrapper=WRAPPER)
     finally:
         for s in sockets:
             s.close()
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
     check_rows(rows_by_name(db_url), image_dir)
-    # Settled: nothing is read or rejected again, nothing goes missing.
-    assert "0 new, 0 changed" in second.stdout and " 0 rejected, 0 missing" in second.stdout
+    # Settled: nothing is read or rejected again, nothing goes missing. Except an
+    # unreadable file: chmod does not change its mtime, so it is tried each time.
+    again = 1 if "no-read.jpg" in EXPECTED else 0
+    assert "0 new, 0 changed" in second.stdout, second.stdout
+    assert f" {again} rejected, 0 missing" in second.stdout, second.stdout

@@ -25,7 +25,8 @@ def test_two_daemons_upload_each_file_exactly_once(
     site = live_wordpress
     media_before = site.media_count()
     names = {f"shared/{i:02d}.jpg" for i in range(40)}
-    settings = wp_settings(site)
+    # Polling, as over a shared network folder (where inotify sees no other host).
+    settings = {**wp_settings(site), "watch_mode": "polling", "poll_interval": "0.5"}
     daemons: list[DaemonProcess] = []
     try:
         daemons.append(start(tmp_path / "a", image_dir, db, **settings))
