@@ -50,6 +50,9 @@ def test_wordpress_unreachable_slow_broken_then_back(
         "wp_api_url": proxy.url + "/wp-json/wp/v2/media",
         "wp_read_timeout": "1",
         "wp_retries": "2",
+        # Every level: the secrets check on the log must cover debug lines too
+        # (requests', urllib3's and the database driver's among them).
+        "log_level": "DEBUG",
     }
     phases = {"drop": "", "slow": "timed out", "error": "500"}
     dropped: set[str] = set()
