@@ -1,13 +1,15 @@
 """Process a file once, when it is complete.
 
-Every event for a path pushes its deadline back by the quiet period; a
-close-after-write event only by a short settle time. Where the watcher reports
-closes (inotify), a file written to and not yet closed is left alone however long
-the writer pauses: a slow copy is read once, after its last chunk. When the deadline passes the
-file is looked at (one `stat`), and again a settle time later: it is handed on
-only when size and mtime did not change between two looks. A file that never
-goes quiet is handed on after `max_wait` anyway (the processor's own read-time
-check still catches a change during reading).
+Every event for a path pushes its deadline back by the quiet period. Where the
+watcher reports closes (inotify), a file written to and not yet closed is left
+alone however long the writer pauses, so a slow copy is read once, after its last
+chunk; and a close-after-write with no event after it is the fast path: one look
+(`stat`) 50 ms later and the file is handed on (any later write would have sent
+an event and reset that). Otherwise, when the deadline passes the file is looked
+at, and again a settle time later: it is handed on only when size and mtime did
+not change between two looks. A file that never goes quiet is handed on after
+`max_wait` anyway (the processor's own read-time check still catches a change
+during reading).
 
 Single-threaded by design: only the daemon's main loop calls it.
 """
@@ -32,6 +34,7 @@ class _Pending:
     deadline: float
     last_look: Signature | object | None = None  # None: not looked at since the last event
     writing: bool = False  # written to, not closed yet
+    closed: bool = False  # the last event was a close after writing
 
 
 class Debouncer:
@@ -42,6 +45,7 @@ class Debouncer:
         quiet: float,
         max_wait: float,
         settle: float = 0.2,
+        close_settle: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._look = look
@@ -50,6 +54,7 @@ class Debouncer:
         # A closed file is still looked at twice, `settle` apart: some tools close and
         # reopen between chunks.
         self.settle = min(settle, quiet) if quiet > 0 else 0.0
+        self.close_settle = min(close_settle, self.settle)
         self._clock = clock
         self._pending: dict[str, _Pending] = {}
         self._heap: list[tuple[float, str]] = []
@@ -73,8 +78,9 @@ class Debouncer:
             self._pending[key] = entry
         entry.last_look = None
         entry.writing = writing or (entry.writing and not closed)
+        entry.closed = closed
         if closed:
-            entry.deadline = now + self.settle
+            entry.deadline = now + self.close_settle
         elif entry.writing:
             # Until the close: the look happens at max_wait at the latest.
             entry.deadline = max(now + self.quiet, entry.first_seen + self.max_wait)
@@ -121,7 +127,8 @@ class Debouncer:
                 continue
             signature = self._look(key)
             current: Signature | object = _GONE if signature is None else signature
-            if current == entry.last_look or now - entry.first_seen >= self.max_wait:
+            settled = current == entry.last_look or (entry.closed and signature is not None)
+            if settled or now - entry.first_seen >= self.max_wait:
                 del self._pending[key]
                 ready.append(key)
             else:

@@ -121,7 +121,8 @@ def walk(
                 if entry.is_dir(follow_symlinks=False):
                     stack.append((entry.path, rel + "/"))
                     continue
-                if not accept(entry.name):
+                # The name is known not to be hidden or temporary: only the ending counts.
+                if not entry.name.lower().endswith(accept.extensions):
                     continue
                 found = _candidate(entry, rel, real_root)
             except OSError as exc:
@@ -259,10 +260,11 @@ class Reconciler:
                 if cancel is not None and cancel.is_set():
                     summary.interrupted = True
                     break
-                seen.add(row_name(found.file_name))
+                name = row_name(found.file_name)
+                seen.add(name)
                 if not self._take(found.file_name, held):
                     continue  # the watcher's side has it (being written or read)
-                row = self._row(found, known)
+                row = self._row(found, name, known)
                 outcome = examine(found, row, self.processor, self.uploads)
                 if outcome == UNCHANGED:
                     summary.unchanged += 1
@@ -287,8 +289,7 @@ class Reconciler:
         held.append(file_name)
         return True
 
-    def _row(self, found: FoundFile, known: dict[str, KnownFile]) -> KnownFile | None:
-        name = row_name(found.file_name)
+    def _row(self, found: FoundFile, name: str, known: dict[str, KnownFile]) -> KnownFile | None:
         row = known.get(name)
         if self.claims is not None and not _is_unchanged(found, row):
             # The daemon's workers may have recorded it since `known` was read; one

@@ -250,7 +250,9 @@ class ImageStore:
     def known_files(self) -> dict[str, KnownFile]:
         """Every row's comparison fields, in one query."""
         with self._guard("reading known files"), self.engine.connect() as conn:
-            return {row[0]: KnownFile(*row[1:]) for row in conn.execute(select(*_KNOWN_COLUMNS))}
+            # .all(): one fetch of every row; iterating the result fetches one at a time.
+            rows = conn.execute(select(*_KNOWN_COLUMNS)).all()
+        return {row[0]: KnownFile._make(row[1:]) for row in rows}
 
     def due_uploads(self, *, include_scheduled: bool = False) -> list[UploadJob]:
         """Rows whose file should be in WordPress and is not (yet).
