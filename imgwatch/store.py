@@ -512,6 +512,15 @@ class ImageStore:
             row = conn.execute(query).first()
         return None if row is None else KnownFile(*row[1:])
 
+    def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
+        """Comparison fields of the rows with these names, in one query."""
+        if not file_names:
+            return {}
+        query = select(*_KNOWN_COLUMNS).where(images.c.file_name.in_(list(file_names)))
+        with self._guard("reading rows"), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {row[0]: KnownFile._make(row[1:]) for row in rows}
+
     def rows_under(self, prefix: str) -> list[tuple[str, KnownFile]]:
         """(file_name, row) for every row whose file_name starts with prefix ("dir/")."""
         c = images.c

@@ -28,11 +28,22 @@ from imgwatch.errors import DatabaseUnavailable, UploadError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.scanner import examine, find_one
-from imgwatch.store import DONE, MISSING, PENDING, REJECTED, ImageRecord, ImageStore, UploadJob
+from imgwatch.store import (
+    DONE,
+    MISSING,
+    PENDING,
+    REJECTED,
+    ImageRecord,
+    ImageStore,
+    KnownFile,
+    UploadJob,
+)
 from imgwatch.uploader import Uploader
 from imgwatch.wordpress import MediaClient
 
 log = logging.getLogger(__name__)
+
+LOOKUP_BATCH = 64  # settled paths whose rows one query looks up
 
 
 # --- what the Writer is asked to do --------------------------------------------
@@ -238,32 +249,60 @@ class FileWorkers:
         return not any(t.is_alive() for t in self._threads)
 
     def _run(self) -> None:
-        while (key := self.work.get()) is not None:
-            handed_on = False
-            with self._busy_lock:
-                self._reading[key] = time.monotonic()
+        last = False
+        while not last:
+            key = self.work.get()
+            if key is None:
+                return
+            # Take what else is waiting, up to a batch: one query looks up all their
+            # rows. Each thread consumes exactly one stop marker, here or above.
+            keys = [key]
+            while len(keys) < LOOKUP_BATCH:
+                try:
+                    more = self.work.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    last = True
+                    break
+                keys.append(more)
             try:
-                handed_on = self.process(key)
+                # No outage.ok() here: reads work on a full disk; a write says it is over.
+                rows = self.store.lookup_many([row_name(k) for k in keys])
             except DatabaseUnavailable as exc:
                 self.outage.failed(exc)
                 time.sleep(1.0)
-                self.retouch(key)
-            except Exception:
-                log.exception("internal error processing %r; the next reconcile retries it", key)
-            finally:
-                with self._busy_lock:
-                    self._reading.pop(key, None)
-                if not handed_on:  # else the Writer releases it once the row is committed
-                    self.release([key])
+                for k in keys:
+                    self.retouch(k)
+                self.release(keys)
+                continue
+            for k in keys:
+                self._one(k, rows.get(row_name(k)))
 
-    def process(self, key: str) -> bool:
-        """Look at one settled path; True if an Upsert for it went to the Writer."""
+    def _one(self, key: str, row: KnownFile | None) -> None:
+        handed_on = False
+        with self._busy_lock:
+            self._reading[key] = time.monotonic()
+        try:
+            handed_on = self.process(key, row)
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+            self.retouch(key)
+        except Exception:
+            log.exception("internal error processing %r; the next reconcile retries it", key)
+        finally:
+            with self._busy_lock:
+                self._reading.pop(key, None)
+            if not handed_on:  # else the Writer releases it once the row is committed
+                self.release([key])
+
+    def process(self, key: str, row: KnownFile | None) -> bool:
+        """Look at one settled path, given its row as it was just read; True if an
+        Upsert for it went to the Writer."""
         found = find_one(self.root, key)
         if found is None or not self.accept(posixpath.basename(key)):
             self.writer.put(Gone(key))
             return False
-        # No outage.ok() here: reads work on a full disk; only a write says it is over.
-        row = self.store.lookup(row_name(key))
         outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
             return False  # unchanged, or a name no row can hold (logged)

@@ -427,12 +427,13 @@ def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
     d = Daemon(settings)
     unblock = threading.Event()
 
-    def hung_read(key: str) -> bool:  # a read from a dead NFS server
+    def hung_read(key: str, row: object) -> bool:  # a read from a dead NFS server
         unblock.wait(10)
         return False
 
     monkeypatch.setattr(d.files, "process", hung_read)
     monkeypatch.setattr(daemon_module, "STUCK_AFTER", 0.2)
+    d.store.open()  # the workers look rows up before reading files
     d.watcher.start()
     d.files.start()
     d.writer.start()
