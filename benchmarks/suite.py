@@ -339,7 +339,8 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="imgwatch-bench-") as tmp:
         work = Path(tmp)
-        server = MariaDB(work / "mariadb")
+        # MariaDB's default durability (a log flush per commit), as in production.
+        server = MariaDB(work / "mariadb", durable=True)
         server.start()
         try:
             rows.append(unchanged_reconcile(work, int(10_000 * s)))

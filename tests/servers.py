@@ -48,8 +48,11 @@ def _find(binary: str) -> str:
 class MariaDB:
     """A private mariadbd: own datadir, own socket, a random loopback port."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, durable: bool = False) -> None:
         self.base = base
+        # durable: MariaDB's default of flushing the log at every commit, as in
+        # production (benchmarks); the tests trade that for speed.
+        self.durable = durable
         self.datadir = base / "data"
         self.socket = base / "mariadb.sock"
         self.port = 0
@@ -96,7 +99,7 @@ class MariaDB:
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=64M",
                 # Tests need no durability across a power cut; this makes commits cheap.
-                "--innodb-flush-log-at-trx-commit=2",
+                f"--innodb-flush-log-at-trx-commit={1 if self.durable else 2}",
                 "--character-set-server=utf8mb4",
                 *user,
             ],
