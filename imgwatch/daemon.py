@@ -79,12 +79,10 @@ class Daemon:
             poll_interval=settings.poll_interval,
         )
         # A poller reports a growing file once per interval: quiet must outlast that.
-        quiet = max(settings.quiet_period, settings.poll_interval) if polling else None
-        self.debouncer = Debouncer(
-            self._signature,
-            quiet=quiet if quiet is not None else settings.quiet_period,
-            max_wait=settings.max_wait,
-        )
+        quiet = settings.quiet_period
+        if polling:
+            quiet = max(quiet, settings.poll_interval)
+        self.debouncer = Debouncer(self._signature, quiet=quiet, max_wait=settings.max_wait)
         self.writer = Writer(
             root=self.root,
             store=self.store,
@@ -99,7 +97,6 @@ class Daemon:
         self.files = FileWorkers(
             root=self.root,
             store=self.store,
-            accept=self.accept,
             processor=self.processor,
             uploads=self.client is not None,
             writer=self.writer,
@@ -400,9 +397,7 @@ class Daemon:
             self._watch_problem = problem
             self._next_watch_attempt = now + RESTART_WATCHER_EVERY
             return
-        if self._watch_problem is not None:
-            log.info("watching %s again", self.root)
-            self._watch_problem = None
+        # "watching again" is said by the next check, which finds no trouble.
         self.request_reconcile("watcher restart")
 
     def healthy(self) -> bool:

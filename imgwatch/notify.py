@@ -101,6 +101,3 @@ class Notifier:
 
     def stopping(self, status: str) -> None:
         self.notify(f"STOPPING=1\nSTATUS={status}")
-
-    def extend_timeout(self, seconds: float) -> None:
-        self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")

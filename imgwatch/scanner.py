@@ -124,16 +124,11 @@ def walk(
                 # The name is known not to be hidden or temporary: only the ending counts.
                 if not entry.name.lower().endswith(accept.extensions):
                     continue
-                found = _candidate(entry, rel, real_root)
+                found = classify(entry.path, rel, real_root, entry.stat(follow_symlinks=False))
             except OSError as exc:
                 log.warning("cannot stat %r: %s", rel, exc.strerror)
                 continue
-            if found is not None:
-                yield found
-
-
-def _candidate(entry: os.DirEntry[str], rel: str, real_root: str) -> FoundFile | None:
-    return classify(entry.path, rel, real_root, entry.stat(follow_symlinks=False))
+            yield found
 
 
 _SPECIAL = {

@@ -506,11 +506,7 @@ class ImageStore:
 
     def lookup(self, file_name: str) -> KnownFile | None:
         """One row's comparison fields, or None."""
-        c = images.c
-        query = select(*_KNOWN_COLUMNS).where(c.file_name == file_name)
-        with self._guard("reading a row"), self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else KnownFile(*row[1:])
+        return self.lookup_many([file_name]).get(file_name)
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
         """Comparison fields of the rows with these names, in one query."""
@@ -527,7 +523,8 @@ class ImageStore:
         pattern = _like_escape(prefix) + "%"
         query = select(*_KNOWN_COLUMNS).where(c.file_name.like(pattern, escape="!"))
         with self._guard("reading rows of a directory"), self.engine.connect() as conn:
-            return [(row[0], KnownFile(*row[1:])) for row in conn.execute(query)]
+            rows = conn.execute(query).all()
+        return [(row[0], KnownFile._make(row[1:])) for row in rows]
 
     def rename(self, old: str, new: str) -> bool:
         """Give a moved file's row its new name; False if there is no such row or the
@@ -571,12 +568,6 @@ class ImageStore:
                     update(images).where(c.id == row_id).values(file_name=target, updated_at=now)
                 )
         return len(rows) - len(stuck), stuck
-
-    def media_of(self, row_id: int) -> int | None:
-        c = images.c
-        with self._guard("reading a row"), self.engine.connect() as conn:
-            value = conn.execute(select(c.wp_media_id).where(c.id == row_id)).scalar()
-        return int(value) if value is not None else None
 
 
 def _like_escape(value: str) -> str:

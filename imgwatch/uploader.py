@@ -58,8 +58,8 @@ def reschedule_at(attempts_so_far: int, retry_after: float | None = None) -> dt.
     return utcnow() + min(delay, RESCHEDULE_MAX)
 
 
-def claim_owner(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+def claim_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def release_dead_claims(store: ImageStore) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import queue
 import threading
 import time
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgwatch.errors import DatabaseUnavailable, UploadError
-from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.scanner import examine, find_one
 from imgwatch.store import (
@@ -112,10 +110,6 @@ class Outage:
         self._since: float | None = None
         self._last_said = 0.0
 
-    @property
-    def ongoing(self) -> bool:
-        return self._since is not None
-
     def failed(self, exc: DatabaseUnavailable) -> None:
         now = time.monotonic()
         with self._lock:
@@ -157,7 +151,6 @@ class FileWorkers:
         *,
         root: Path,
         store: ImageStore,
-        accept: ImageNameFilter,
         processor: FileProcessor,
         uploads: bool,
         writer: Writer,
@@ -168,7 +161,6 @@ class FileWorkers:
         self.outage = outage or Outage()
         self.root = root
         self.store = store
-        self.accept = accept
         self.processor = processor
         self.uploads = uploads
         self.writer = writer
@@ -226,8 +218,7 @@ class FileWorkers:
         try:
             self.work.put_nowait(key)
         except queue.Full:
-            with self._busy_lock:
-                self._busy.discard(key)
+            self.release([key])
             return False
         return True
 
@@ -285,9 +276,6 @@ class FileWorkers:
             self._reading[key] = time.monotonic()
         try:
             handed_on = self.process(key, row)
-        except DatabaseUnavailable as exc:
-            self.outage.failed(exc)
-            self.retouch(key)
         except Exception:
             log.exception("internal error processing %r; the next reconcile retries it", key)
         finally:
@@ -298,14 +286,15 @@ class FileWorkers:
 
     def process(self, key: str, row: KnownFile | None) -> bool:
         """Look at one settled path, given its row as it was just read; True if an
-        Upsert for it went to the Writer."""
+        Upsert for it went to the Writer. Keys are candidate names already (the
+        daemon's _file_key filtered them)."""
         found = find_one(self.root, key)
-        if found is None or not self.accept(posixpath.basename(key)):
+        if found is None:
             self.writer.put(Gone(key))
             return False
         outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
-            return False  # unchanged, or a name no row can hold (logged)
+            return False  # unchanged, or vanished while being read
         if outcome.status == PENDING and outcome.sha256 is None:
             # Changed while being read: not finished after all; wait for quiet again.
             self.retouch(key)
@@ -431,8 +420,8 @@ class Writer:
             elif isinstance(op, Gone):
                 self._gone(op.file_name)
             else:
-                for name, _row in self.store.rows_under(op.prefix):
-                    self._gone(name)
+                for name, row in self.store.rows_under(op.prefix):
+                    self._gone(name, row)
         self._flush(records)
 
     def _flush(self, ops: list[Upsert]) -> None:
@@ -447,7 +436,6 @@ class Writer:
         self.stats.add("recorded", sum(1 for r in records if r.status in {DONE, PENDING}))
         if any(r.status == PENDING for r in records):
             self.on_pending()
-        records.clear()
 
     def _rename(self, op: Rename) -> None:
         # A new name no row can hold gets its own (rejected) row when it is looked at.
@@ -458,8 +446,8 @@ class Writer:
 
     def _rename_dir(self, op: RenameDir) -> None:
         if unstorable_reason(op.old_prefix) or unstorable_reason(op.new_prefix):
-            for name, _row in self.store.rows_under(row_name(op.old_prefix)):
-                self._gone(name)
+            for name, row in self.store.rows_under(row_name(op.old_prefix)):
+                self._gone(name, row)
             return
         moved, stuck = self.store.rename_prefix(op.old_prefix, op.new_prefix)
         if moved:
@@ -468,11 +456,13 @@ class Writer:
         for name in stuck:
             self._gone(name)
 
-    def _gone(self, key: str) -> None:
+    def _gone(self, key: str, row: KnownFile | None = None) -> None:
+        """key's file is gone; row, when the caller just read it, saves a lookup."""
         if os.path.lexists(os.path.join(self.root, key)):
             return  # back already (a save that replaces the file); its own event follows
         file_name = row_name(key)
-        row = self.store.lookup(file_name)
+        if row is None:
+            row = self.store.lookup(file_name)
         if row is None or (row.status == MISSING and self.on_delete == "missing"):
             return
         if self.on_delete == "missing":
