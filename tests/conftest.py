@@ -23,9 +23,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDB]:
-    server = MariaDB(Path(tempfile.mkdtemp(prefix="imgwatch-mariadb-")))
+def running_mariadb(prefix: str) -> Iterator[MariaDB]:
+    """A started throwaway MariaDB for a fixture to yield; stopped and removed after."""
+    server = MariaDB(Path(tempfile.mkdtemp(prefix=prefix)))
     try:
         server.start()
     except ServerUnavailable as exc:
@@ -33,6 +33,11 @@ def mariadb() -> Iterator[MariaDB]:
         _unavailable(f"MariaDB is not available: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    yield from running_mariadb("imgwatch-mariadb-")
 
 
 @pytest.fixture(scope="session")

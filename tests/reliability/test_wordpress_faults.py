@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from imgwatch.store import DONE, FAILED
-from tests.daemonproc import wait_rows
+from tests.daemonproc import wait_for, wait_rows
 from tests.faultproxy import FaultProxy
 from tests.imagefiles import write_image
 from tests.servers import MariaDB, WordPress
@@ -83,3 +83,36 @@ def test_wordpress_unreachable_slow_broken_then_back(
     for name in dropped:
         assert log.count(f"uploaded {name!r}") + log.count(f"linked {name!r}") == 1, name
     assert site.passwords["uploader"] not in log
+
+
+def test_a_second_sigterm_cuts_a_shutdown_short(
+    tmp_path: Path,
+    image_dir: Path,
+    mariadb: MariaDB,
+    live_wordpress: WordPress,
+    proxy: FaultProxy,
+) -> None:
+    # An upload hangs on a WordPress that never answers in time; the first SIGTERM
+    # waits for it (up to the stop timeout), the second one ends the process at once.
+    db = mariadb.create_database()
+    proxy.slow_seconds = 60
+    settings = {
+        **wp_settings(live_wordpress),
+        "wp_api_url": proxy.url + "/wp-json/wp/v2/media",
+        "wp_read_timeout": "120",
+        "stop_timeout": "120",
+    }
+    with start(tmp_path, image_dir, db, **settings) as daemon:
+        proxy.mode = "slow"
+        requests_before = proxy.requests
+        write_image(image_dir / "held.jpg")
+        wait_for(lambda: proxy.requests > requests_before, 30, "a WordPress request under way")
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_log(r"received SIGTERM, stopping")
+        assert daemon.process.poll() is None  # waiting for the upload, as it should
+        daemon.signal(signal.SIGTERM)
+        code = daemon.process.wait(10)
+    assert code == 128 + signal.SIGTERM
+    # What was left is in the row: the next start resolves it by the slug lookup.
+    row = wait_rows(db, lambda r: "held.jpg" in r)["held.jpg"]
+    assert row["status"] == "uploading"
