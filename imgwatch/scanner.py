@@ -16,17 +16,26 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from stat import S_ISREG
+from typing import NamedTuple, Protocol
 
 from imgwatch.errors import ConfigError
-from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
+from imgwatch.filters import TEMP_SUFFIXES, ImageNameFilter, is_hidden_or_temp
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.store import (
     DONE,
     FAILED,
+    FILE_NAME_MAX,
+    GONE,
     MISSING,
     PENDING,
     REJECTED,
+    SETTLED,
+    STATE,
+    STATE_ID,
+    STATE_MTIME,
+    STATE_SIZE,
+    FileState,
     ImageRecord,
     ImageStore,
     KnownFile,
@@ -35,9 +44,8 @@ from imgwatch.store import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class FoundFile:
-    """A candidate image seen by the walk."""
+class FoundFile(NamedTuple):
+    """A candidate image seen by the walk (a named tuple: the walk makes one per file)."""
 
     file_name: str  # relative to the image directory, '/'-separated
     path: str
@@ -102,6 +110,7 @@ def walk(
     real_root = str(root)
     start = os.path.join(real_root, subdir) if subdir else real_root
     stack: list[tuple[str, str]] = [(start, subdir + "/" if subdir else "")]
+    extensions = accept.extensions
     while stack:
         directory, prefix = stack.pop()
         try:
@@ -113,18 +122,26 @@ def walk(
             log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
             state.unreadable_dirs.append(prefix)
             continue
+        # This loop runs once per file of the archive: it keeps to what it must
+        # (one stat per candidate, nothing opened) and to cheap string tests.
         for entry in entries:
-            if is_hidden_or_temp(entry.name):
+            name = entry.name
+            if name[0] == ".":  # dotfiles, `.#lock` files, rsync's `.name.XXXXXX`
                 continue
-            rel = prefix + entry.name
+            rel = prefix + name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, rel + "/"))
+                    if not is_hidden_or_temp(name):
+                        stack.append((entry.path, rel + "/"))
                     continue
-                # The name is known not to be hidden or temporary: only the ending counts.
-                if not entry.name.lower().endswith(accept.extensions):
+                low = name.lower()
+                if not low.endswith(extensions) or low.endswith(TEMP_SUFFIXES):
                     continue
-                found = classify(entry.path, rel, real_root, entry.stat(follow_symlinks=False))
+                st = entry.stat(follow_symlinks=False)
+                if S_ISREG(st.st_mode):
+                    found = FoundFile(rel, entry.path, st.st_size, st.st_mtime_ns)
+                else:
+                    found = classify(entry.path, rel, real_root, st)
             except OSError as exc:
                 log.warning("cannot stat %r: %s", rel, exc.strerror)
                 continue
@@ -245,76 +262,93 @@ class Reconciler:
         started = time.monotonic()
         root = check_image_dir(self.image_dir)
         summary = ScanSummary()
-        known = self.store.known_files()
-        seen: set[str] = set()
-        batch: list[ImageRecord] = []
-        held: list[str] = []  # claimed names, released once their rows are committed
+        # Rows not (yet) seen on disk: each file's row is taken out as the walk finds
+        # it, so what is left at the end is what is gone.
+        unseen = self.store.file_states()
+        seen = 0
+        todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
         state = _Walk()
+        for found in walk(root, self.accept, state):
+            if cancel is not None and cancel.is_set():
+                summary.interrupted = True
+                break
+            file_name = found.file_name
+            name = file_name if _plain(file_name) else row_name(file_name)
+            seen += 1
+            row = unseen.pop(name, None)
+            # A settled archive takes only this path: one dict lookup, nothing read.
+            if (
+                row is not None
+                and row[STATE] == SETTLED
+                and row[STATE_SIZE] == found.size_bytes
+                and row[STATE_MTIME] == found.mtime_ns
+            ):
+                summary.unchanged += 1
+                continue
+            todo.append((found, name, row is not None))
+            if len(todo) >= self.batch_size:
+                self._record(todo, summary, cancel)
+        if not summary.interrupted:
+            self._record(todo, summary, cancel)
+        if not summary.interrupted:
+            self._mark_gone(root, unseen, seen, state, summary)
+        summary.elapsed = time.monotonic() - started
+        return summary
+
+    def _record(
+        self,
+        todo: list[tuple[FoundFile, str, bool]],
+        summary: ScanSummary,
+        cancel: threading.Event | None,
+    ) -> None:
+        """Read a batch of new or changed files and write their rows in one transaction."""
+        held: list[str] = []  # claimed names, released once their rows are committed
         try:
-            for found in walk(root, self.accept, state):
+            if self.claims is not None:
+                # Only what no worker has (being written or read); rows looked up after
+                # the claim, since a worker may have recorded them after `known` was read.
+                todo = [t for t in todo if self._take(t[0].file_name, held)]
+                rows = self.store.lookup_many([t[1] for t in todo])
+            else:
+                rows = self.store.lookup_many([t[1] for t in todo if t[2]])
+            batch: list[ImageRecord] = []
+            for found, name, _ in todo:
                 if cancel is not None and cancel.is_set():
                     summary.interrupted = True
                     break
-                name = row_name(found.file_name)
-                seen.add(name)
-                if not self._take(found.file_name, held):
-                    continue  # the watcher's side has it (being written or read)
-                row = self._row(found, name, known)
+                row = rows.get(name)
                 outcome = examine(found, row, self.processor, self.uploads)
                 if outcome == UNCHANGED:
                     summary.unchanged += 1
                 elif isinstance(outcome, ImageRecord):
                     self._count(summary, outcome, is_new=row is None)
                     batch.append(outcome)
-                    if len(batch) >= self.batch_size:
-                        self._commit(batch, held)
-            self._commit(batch, held)
+            if batch:
+                self.store.upsert(batch)
         finally:
-            self._release(held)
-        if not summary.interrupted:
-            self._mark_gone(root, known, seen, state, summary)
-        summary.elapsed = time.monotonic() - started
-        return summary
+            if held:
+                self.claims.release(held)  # type: ignore[union-attr]
+            todo.clear()
 
     def _take(self, file_name: str, held: list[str]) -> bool:
-        if self.claims is None:
-            return True
+        assert self.claims is not None
         if not self.claims.claim(file_name):
             return False
         held.append(file_name)
         return True
 
-    def _row(self, found: FoundFile, name: str, known: dict[str, KnownFile]) -> KnownFile | None:
-        row = known.get(name)
-        if self.claims is not None and not _is_unchanged(found, row):
-            # The daemon's workers may have recorded it since `known` was read; one
-            # indexed query is cheap beside reading the file again.
-            row = self.store.lookup(name)
-        return row
-
-    def _commit(self, batch: list[ImageRecord], held: list[str]) -> None:
-        self.store.upsert(batch)
-        batch.clear()
-        self._release(held)
-
-    def _release(self, held: list[str]) -> None:
-        if self.claims is not None and held:
-            self.claims.release(held)
-        held.clear()
-
     def _mark_gone(
         self,
         root: Path,
-        known: dict[str, KnownFile],
-        seen: set[str],
+        unseen: dict[str, FileState],
+        seen: int,
         state: _Walk,
         summary: ScanSummary,
     ) -> None:
         gone = [
-            (row.id, name)
-            for name, row in known.items()
-            if name not in seen
-            and row.status != MISSING
+            (row[STATE_ID], name)
+            for name, row in unseen.items()
+            if row[STATE] != GONE
             and not _under_any(name, state.unreadable_dirs)
             # Looked at again: a file that appeared after the walk passed its directory
             # (the daemon records it) is not gone.
@@ -379,6 +413,11 @@ def settle_status(record: ImageRecord, row: KnownFile | None, uploads: bool) -> 
     )
     if not uploaded:
         record.status = PENDING
+
+
+def _plain(file_name: str) -> bool:
+    """A short ASCII name, its own row name: the common case, told without encoding."""
+    return file_name.isascii() and len(file_name) <= FILE_NAME_MAX
 
 
 def _under_any(file_name: str, prefixes: list[str]) -> bool:

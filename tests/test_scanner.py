@@ -310,7 +310,7 @@ def test_a_reconcile_rereads_the_row_before_reading_a_file(
     path = write_image(image_dir / "late.jpg")
     st = path.stat()
     rec = reconciler(store, image_dir)
-    known_at_start = store.known_files()
+    known_at_start = store.file_states()
     store.upsert(
         [
             ImageRecord(
@@ -324,7 +324,7 @@ def test_a_reconcile_rereads_the_row_before_reading_a_file(
             )
         ]
     )
-    store.known_files = lambda: known_at_start  # type: ignore[method-assign]
+    store.file_states = lambda: known_at_start  # type: ignore[method-assign]
     rec.claims = FakeClaims(set())
     summary = rec.run()
     assert summary.unchanged == 1 and summary.new == 0
