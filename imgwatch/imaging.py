@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat
 import warnings
@@ -93,19 +94,32 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
                 f"file is {before.st_size / 2**20:.1f} MiB, over the "
                 f"{max_bytes / 2**20:g} MiB limit (IMGWATCH_MAX_FILE_MB)"
             )
-        head = f.read(SNIFF_BYTES)
+        content: BinaryIO = f
+        whole = None
+        if before.st_size <= _WHOLE_FILE_BYTES:
+            # A small file is read with one call and looked at in memory: its sniff,
+            # header, hash and end marker would otherwise each cost reads and seeks.
+            # One byte more than its size, so that a file still growing is noticed.
+            whole = f.read(before.st_size + 1)
+            content = io.BytesIO(whole)
+        head = content.read(SNIFF_BYTES)
         kind = sniff(head)
         if kind is None:
             raise NotAnImage(f"not an image: content {describe_content(head)}")
         mime, fmt = kind
-        f.seek(0)
-        width, height = _dimensions(f, fmt)
-        f.seek(0)
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        content.seek(0)
+        width, height = _dimensions(content, fmt)
+        content.seek(0)
+        if whole is None:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            read = f.tell()
+        else:
+            digest, read = hashlib.sha256(whole).hexdigest(), len(whole)
         after = os.fstat(f.fileno())
-        if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
-            _check_complete(f, fmt, after.st_size)
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        same = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        if same and read == after.st_size:
+            _check_complete(content, fmt, after.st_size)
+    if not same or read != after.st_size:
         raise FileUnstable("file changed while it was being read")
     return ImageFacts(
         sha256=digest,
@@ -117,13 +131,13 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
     )
 
 
-def _dimensions(f: object, fmt: str) -> tuple[int, int]:
+def _dimensions(f: BinaryIO, fmt: str) -> tuple[int, int]:
     """Width and height from the header only; Pillow decodes no pixels here."""
     try:
         with warnings.catch_warnings():
             # Over MAX_IMAGE_PIXELS Pillow warns; over twice that it raises. Both are rejections.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f, formats=[fmt]) as img:  # type: ignore[arg-type]
+            with Image.open(f, formats=[fmt]) as img:
                 width, height = img.size
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise NotAnImage(f"image too large to process safely: {exc}") from None
@@ -139,6 +153,9 @@ def _dimensions(f: object, fmt: str) -> tuple[int, int]:
         raise NotAnImage(f"corrupt {fmt} header: size {width}x{height}")
     return width, height
 
+
+# Files up to this size are read whole into memory (the workers hold one each).
+_WHOLE_FILE_BYTES = 1 << 20
 
 # How far from the end the end-of-image marker may sit: some cameras append their
 # own data after a JPEG's EOI.

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imgwatch import imaging
 from imgwatch.imaging import NotAnImage, describe_content, inspect_image, sniff
 from tests.imagefiles import sha256_of, write_image
 
@@ -116,3 +117,20 @@ def test_a_file_over_the_size_limit_is_rejected_unread(tmp_path: Path) -> None:
     with pytest.raises(NotAnImage, match=r"over the .* MiB limit"):
         inspect_image(str(path), max_bytes=limit)
     assert inspect_image(str(path), max_bytes=limit + 1).width == 200
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_file_over_a_mebibyte_is_read_in_a_stream_with_the_same_checks(
+    tmp_path: Path, fmt: str
+) -> None:
+    # Random pixels do not compress: well over the size read whole into memory.
+    big = Image.frombytes("RGB", (1200, 1200), os.urandom(1200 * 1200 * 3))
+    path = tmp_path / f"big.{fmt.lower()}"
+    big.save(path, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    assert path.stat().st_size > imaging._WHOLE_FILE_BYTES
+    facts = inspect_image(str(path))
+    assert (facts.width, facts.height, facts.sha256) == (1200, 1200, sha256_of(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
+    with pytest.raises(NotAnImage, match=f"truncated {fmt}"):
+        inspect_image(str(path))
