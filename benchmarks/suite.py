@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import io
 import os
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from imgwatch.config import load_settings  # noqa: E402
 from imgwatch.service import rescan  # noqa: E402
 from imgwatch.store import ImageStore, images  # noqa: E402
+from tests.daemonproc import DaemonProcess  # noqa: E402
 from tests.servers import MariaDB  # noqa: E402
 
 QUIET = 0.3
@@ -169,21 +169,20 @@ def bulk_import(work: Path, n: int, server: MariaDB) -> tuple[Row, float]:
 
 
 class Daemon:
+    """The daemon as systemd runs it (default log level), once its startup
+    reconcile is over: what the scenarios time starts in a running daemon."""
+
     def __init__(self, image_dir: Path, db: Path) -> None:
-        env = dict(os.environ)
-        env.update(
-            {
-                "IMGWATCH_IMAGE_DIR": str(image_dir),
-                "IMGWATCH_DB_URL": f"sqlite:///{db}",
-                "IMGWATCH_QUIET_PERIOD": str(QUIET),
-                "IMGWATCH_LOG_LEVEL": "WARNING",
-            }
-        )
+        env = {
+            "IMGWATCH_IMAGE_DIR": str(image_dir),
+            "IMGWATCH_DB_URL": f"sqlite:///{db}",
+            "IMGWATCH_QUIET_PERIOD": str(QUIET),
+        }
         self.db = db
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "imgwatch"], env=env, stderr=subprocess.DEVNULL
-        )
-        self.wait_rows(lambda c: c >= 0, 60)
+        self.daemon = DaemonProcess(db.parent / f"{db.stem}-daemon", env)
+        self.daemon.wait_notified("READY=1", 60)
+        self.daemon.wait_log(r"startup reconcile: ", 900)  # records a footprint tree first
+        self.proc = self.daemon.process
 
     def count(self) -> int:
         try:
@@ -214,8 +213,7 @@ class Daemon:
         return hwm, cpu
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+        self.daemon.stop()
 
 
 # --- 3. burst -------------------------------------------------------------------------------

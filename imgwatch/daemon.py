@@ -113,7 +113,7 @@ class Daemon:
         self._signal: int | None = None
         self._hup = False
         self._reported_stuck = False
-        # Files some process opened and has not closed yet, as far as events tell.
+        # Files created and not closed yet (a writer holds them), as far as events tell.
         self._open: set[str] = set()
         self._watch_problem: str | None = None
         self._next_watch_attempt = 0.0
@@ -263,23 +263,25 @@ class Daemon:
         if room <= 0:
             return
         for key in self.debouncer.due(room, busy=self.files.is_busy):
+            # Read now: the writer closed it, or waited too long. (A file moved in from
+            # outside the tree also came as a create, and no close will follow it.)
+            self._open.discard(key)
             if not self.files.submit(key):
                 self.debouncer.touch(key, closed=True)
 
     def _route(self, change: Change) -> None:
         """One watcher Change -> debouncer deadlines or writer ops. No I/O but a directory walk."""
         kind = change.kind
-        if kind in {"opened", "closed_nowrite"}:
+        if kind in {"created", "written", "closed", "deleted", "recheck"}:
             key = self._file_key(change.path)
             if key is not None:
-                self._track_open(key, kind == "opened")
-        elif kind in {"created", "written", "closed", "deleted", "recheck"}:
-            key = self._file_key(change.path)
-            if key is not None:
-                if kind == "closed":
+                if kind == "created":
+                    self._track_open(key, True)
+                elif kind in {"closed", "deleted"}:
                     self._track_open(key, False)
-                # A write waits for its close only when an open was seen (a copy under
-                # way); truncate(2) writes without one, and a poller sees neither.
+                # A write waits for its close only when the file was created by an open
+                # still held (a copy under way); truncate(2) writes without one, an
+                # in-place rewrite is not told apart from it, and a poller sees neither.
                 writing = kind == "written" and key in self._open
                 self.debouncer.touch(key, closed=kind == "closed", writing=writing)
         elif kind == "moved":

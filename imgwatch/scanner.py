@@ -303,16 +303,17 @@ class Reconciler:
     ) -> None:
         """Read a batch of new or changed files and write their rows in one transaction."""
         held: list[str] = []  # claimed names, released once their rows are committed
+        mine = todo
         try:
             if self.claims is not None:
                 # Only what no worker has (being written or read); rows looked up after
                 # the claim, since a worker may have recorded them after `known` was read.
-                todo = [t for t in todo if self._take(t[0].file_name, held)]
-                rows = self.store.lookup_many([t[1] for t in todo])
+                mine = [t for t in todo if self._take(t[0].file_name, held)]
+                rows = self.store.lookup_many([t[1] for t in mine])
             else:
                 rows = self.store.lookup_many([t[1] for t in todo if t[2]])
             batch: list[ImageRecord] = []
-            for found, name, _ in todo:
+            for found, name, _ in mine:
                 if cancel is not None and cancel.is_set():
                     summary.interrupted = True
                     break

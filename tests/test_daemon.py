@@ -168,6 +168,22 @@ def test_editor_save_that_replaces_the_file_is_a_change_not_a_delete(
     assert rows["edit.jpg"]["sha256"] == sha256_of(image_dir / "edit.jpg")
 
 
+def test_a_slow_rewrite_in_place_ends_with_the_complete_file(
+    tmp_path: Path, image_dir: Path, db_url: URL
+) -> None:
+    # No create event announces a writer here (opens are not watched), so a pause
+    # longer than the quiet period may get the half-written file read and rejected as
+    # truncated; its close brings the complete file in.
+    write_image(image_dir / "over.jpg", 32, 32)
+    with start(tmp_path, image_dir, db_url) as daemon:
+        new = image_bytes(tmp_path, "over.jpg", 256)
+        slow_copy(new, image_dir / "over.jpg")
+        rows = wait_rows(db_url, lambda r: r["over.jpg"]["width"] == 256)
+        assert daemon.stop() == 0
+    row = rows["over.jpg"]
+    assert (row["status"], row["sha256"]) == (DONE, sha256_of(image_dir / "over.jpg"))
+
+
 def test_notify_protocol_and_sigterm(tmp_path: Path, image_dir: Path, db_url: URL) -> None:
     env = {
         "IMGWATCH_IMAGE_DIR": str(image_dir),

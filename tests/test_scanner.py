@@ -6,13 +6,15 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 
+from imgwatch import scanner as scanner_module
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Claims, Reconciler, ScanSummary, walk
+from imgwatch.scanner import Claims, FoundFile, Reconciler, ScanSummary, walk
 from imgwatch.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore
 from tests.imagefiles import sha256_of, write_image
 
@@ -355,3 +357,27 @@ def test_an_empty_image_directory_marks_nothing_missing(
     # One file back (remounted, or only some were deleted): the rest go missing.
     write_image(image_dir / "new.jpg")
     assert reconcile(store, image_dir).missing == 2
+
+
+@pytest.mark.parametrize("with_claims", [False, True])
+def test_each_file_is_read_once_across_many_batches(
+    store: ImageStore, image_dir: Path, monkeypatch: pytest.MonkeyPatch, with_claims: bool
+) -> None:
+    names = [f"f{i:02d}.png" for i in range(11)]
+    for name in names:
+        write_image(image_dir / name)
+    reads: list[str] = []
+    real = scanner_module.examine
+
+    def counting(found: FoundFile, *args: Any) -> object:
+        reads.append(found.file_name)
+        return real(found, *args)
+
+    monkeypatch.setattr(scanner_module, "examine", counting)
+    claims = FakeClaims(set()) if with_claims else None
+    summary = reconciler(store, image_dir, batch_size=3, claims=claims).run()
+    assert sorted(reads) == names
+    assert summary.new == 11 and summary.unchanged == 0
+    assert sorted(r["file_name"] for r in store.all_rows()) == names
+    if claims is not None:
+        assert claims.held == set() and sorted(claims.released) == names
