@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import io
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -328,6 +329,46 @@ def footprint(work: Path, n: int, idle: float) -> Row:
     )
 
 
+# --- 7. memory over time ----------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1])
+
+
+def memory_over_time(work: Path, per_wave: int, waves: int) -> Row:
+    """Waves of files through the running daemon, each removed once recorded (the
+    rows stay, marked missing): resident memory after `waves` waves and after twice
+    as many. Bounded queues and caches mean no growth with the files processed."""
+    tree = work / "s7"
+    tree.mkdir()
+    daemon = Daemon(tree, work / "s7.db")
+    rss: dict[int, int] = {}
+    try:
+        for wave in range(1, 2 * waves + 1):
+            staging = work / f"s7-staging-{wave}"
+            make_tree(staging, per_wave, per_wave, offset=wave * per_wave)
+            (staging / "d00000").rename(tree / f"wave{wave}")
+            expected = wave * per_wave
+            daemon.wait_rows(lambda c: c >= expected, 600)  # noqa: B023 - used at once
+            shutil.rmtree(tree / f"wave{wave}")
+            staging.rmdir()
+            time.sleep(1.0)  # the deletes routed, the rows marked missing
+            rss[wave] = rss_kib(daemon.proc.pid)
+    finally:
+        daemon.stop()
+    first, half, full = rss[1], rss[waves], rss[2 * waves]
+    n = per_wave * waves
+    return (
+        f"7 memory over time, {n:,} then {2 * n:,} files",
+        f"RSS {half / 1024:.0f} MB, then {full / 1024:.0f} MB",
+        f"after the first {per_wave:,}: {first / 1024:.0f} MB",
+        f"{full / half:.2f}x",
+        "no growth (about 1.0x)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the file counts")
@@ -356,6 +397,7 @@ def main() -> None:
                 )
             )
             rows.append(footprint(work, int(10_000 * s), args.idle))
+            rows.append(memory_over_time(work, int(1_000 * s), 5))
         finally:
             server.stop()
     widths = [max(len(r[i]) for r in [*rows, HEADER]) for i in range(5)]

@@ -1,9 +1,13 @@
 """Telling systemd how the daemon is doing: the sd_notify protocol.
 
 The protocol is one datagram of `KEY=value` lines on the AF_UNIX socket named in
-`$NOTIFY_SOCKET`. systemd-python's `daemon.notify` is used when it is installed;
-otherwise the few lines below speak it directly. Without `$NOTIFY_SOCKET` (not
+`$NOTIFY_SOCKET`; the few lines below speak it. Without `$NOTIFY_SOCKET` (not
 under systemd, or not `Type=notify`) every call is a no-op.
+
+Not systemd-python's `daemon.notify`: libsystemd's sd_notify sends in blocking
+mode, so a manager that stops reading (its queue full) would stall the daemon's
+main loop, and with it the shutdown. A status line is worth less than that: here
+it is sent without waiting, and dropped when it cannot go.
 """
 
 from __future__ import annotations
@@ -18,17 +22,8 @@ log = logging.getLogger(__name__)
 Sender = Callable[[str], bool]
 
 
-def _systemd_sender() -> Sender | None:
-    try:
-        from systemd import daemon  # optional extra: imgwatch[systemd]
-    except ImportError:
-        return None
-    notify: Sender = daemon.notify
-    return notify
-
-
 class PlainSender:
-    """sd_notify in pure Python, for machines without systemd-python."""
+    """sd_notify in pure Python, never blocking: OSError (EAGAIN) when the queue is full."""
 
     def __init__(self, address: str) -> None:
         # A leading '@' names a socket in the abstract namespace (a leading NUL byte).
@@ -37,7 +32,7 @@ class PlainSender:
     def __call__(self, message: str) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(self.address)
-            sock.sendall(message.encode("utf-8"))
+            sock.send(message.encode("utf-8"), socket.MSG_DONTWAIT)
         return True
 
 
@@ -57,16 +52,13 @@ def watchdog_interval(env: Mapping[str, str]) -> float | None:
 class Notifier:
     """READY/STATUS/WATCHDOG/STOPPING for systemd; never raises."""
 
-    def __init__(
-        self, env: Mapping[str, str] | None = None, *, prefer_systemd_python: bool = True
-    ) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         address = env.get("NOTIFY_SOCKET")
         self.watchdog_interval = watchdog_interval(env)
         self._send: Sender | None = None
         if address:
-            systemd_notify = _systemd_sender() if prefer_systemd_python else None
-            self._send = systemd_notify or PlainSender(address)
+            self._send = PlainSender(address)
         self._last_status = ""
         self._failed_once = False
 
@@ -80,9 +72,10 @@ class Notifier:
         try:
             self._send(message)
         except OSError as exc:
-            # A restarted or misconfigured manager must not take the daemon down with it.
+            # A restarted, busy or misconfigured manager must not take the daemon down
+            # with it; a full queue (EAGAIN) drops this message only.
             if not self._failed_once:
-                log.warning("cannot notify systemd: %s", exc.strerror or exc)
+                log.warning("cannot notify systemd (messages dropped): %s", exc.strerror or exc)
                 self._failed_once = True
 
     def ready(self, status: str) -> None:

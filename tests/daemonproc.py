@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,11 @@ class DaemonProcess:
         sock_path = workdir / f"notify-{time.monotonic_ns()}.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(sock_path))
+        self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        # Read all along, as systemd does: the daemon drops what cannot be queued.
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read_all_along, daemon=True)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGWATCH_")}
         full_env.update({"NOTIFY_SOCKET": str(sock_path), "IMGWATCH_QUIET_PERIOD": "0.3"})
         full_env.update(env)
@@ -59,6 +64,7 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self._reader.start()
 
     # --- what it says ---------------------------------------------------------------
 
@@ -71,23 +77,28 @@ class DaemonProcess:
     def wait_log(self, pattern: str, timeout: float = 30.0) -> None:
         wait_for(lambda: re.search(pattern, self.log()), timeout, f"log line {pattern!r}")
 
-    def _read_notifications(self) -> None:
-        if self.sock.fileno() == -1:
-            return
-        self.sock.setblocking(False)
+    def _read_all_along(self) -> None:
         while True:
             try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:  # closed
                 return
+            with self._lock:
+                self.messages.append(data.decode())
+
+    def _read_notifications(self) -> None:
+        """Let what was sent so far arrive (the reader thread takes it in)."""
+        time.sleep(0.01)
 
     def all_messages(self) -> list[str]:
         self._read_notifications()
-        return self.messages
+        with self._lock:
+            return list(self.messages)
 
     def notified(self, line: str) -> bool:
-        self._read_notifications()
-        return any(line in message.splitlines() for message in self.messages)
+        return any(line in message.splitlines() for message in self.all_messages())
 
     def wait_notified(self, line: str, timeout: float = 30.0) -> None:
         def seen() -> bool:
@@ -125,6 +136,7 @@ class DaemonProcess:
         if self.sock.fileno() != -1:
             self._read_notifications()  # what it said on the way out
             self.sock.close()
+            self._reader.join()
         assert_no_secrets(self.log() + "\n".join(self.messages), f"daemon log {self.log_path}")
 
     def check_process_title(self) -> None:
