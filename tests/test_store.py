@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import URL
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
-from imgwatch.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore, images
+from imgwatch.store import (
+    DONE,
+    FAILED,
+    MISSING,
+    REJECTED,
+    ImageRecord,
+    ImageStore,
+    images,
+    utcnow,
+)
 from tests.servers import MariaDB, free_port
 
 # The original service's DDL, as its documentation gives it (MySQL flavour).
@@ -287,3 +297,29 @@ def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStor
     row = store.get("up.jpg")
     assert row is not None
     assert (row["status"], row["claimed_by"], row["claimed_until"]) == (PENDING, None, None)
+
+
+def test_upserted_times_read_back_and_compare_in_sql(store: ImageStore) -> None:
+    # The upsert goes to the driver directly: times must still be stored as
+    # SQLAlchemy stores them (on SQLite, text compared as text in WHERE clauses).
+    now = utcnow()
+    past, future = now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=5)
+    store.upsert(
+        [
+            ImageRecord(file_name=n, title=n, description="d", status=FAILED, next_attempt_at=t)
+            for n, t in (("past.jpg", past), ("future.jpg", future))
+        ]
+    )
+    row = store.get("past.jpg")
+    assert row is not None and row["next_attempt_at"] == past
+    assert row["created_at"] is not None and abs(row["created_at"] - now).total_seconds() < 5
+    with store.engine.connect() as conn:
+        due = conn.execute(
+            select(images.c.file_name).where(images.c.next_attempt_at <= now)
+        ).scalars()
+        assert list(due) == ["past.jpg"]
+        if store.dialect == "sqlite":
+            stored = conn.exec_driver_sql(
+                "SELECT next_attempt_at FROM images WHERE file_name = 'past.jpg'"
+            ).scalar()
+            assert stored == past.strftime("%Y-%m-%d %H:%M:%S.%f")
