@@ -83,8 +83,8 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
     """
     # O_NONBLOCK: a FIFO that replaced the file must not block us on open.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    with os.fdopen(fd, "rb") as f:
-        before = os.fstat(f.fileno())
+    try:
+        before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise NotAnImage("not a regular file")
         if before.st_size == 0:
@@ -94,31 +94,35 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
                 f"file is {before.st_size / 2**20:.1f} MiB, over the "
                 f"{max_bytes / 2**20:g} MiB limit (IMGWATCH_MAX_FILE_MB)"
             )
-        content: BinaryIO = f
-        whole = None
+        f: BinaryIO
         if before.st_size <= _WHOLE_FILE_BYTES:
-            # A small file is read with one call and looked at in memory: its sniff,
-            # header, hash and end marker would otherwise each cost reads and seeks.
-            # One byte more than its size, so that a file still growing is noticed.
-            whole = f.read(before.st_size + 1)
-            content = io.BytesIO(whole)
-        head = content.read(SNIFF_BYTES)
-        kind = sniff(head)
-        if kind is None:
-            raise NotAnImage(f"not an image: content {describe_content(head)}")
-        mime, fmt = kind
-        content.seek(0)
-        width, height = _dimensions(content, fmt)
-        content.seek(0)
-        if whole is None:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-            read = f.tell()
-        else:
+            # A small file is read whole, with plain reads (no file object), and looked
+            # at in memory: its sniff, header, hash and end marker would otherwise each
+            # cost reads and seeks. One byte over its size, so growth is noticed.
+            whole = _read_up_to(fd, before.st_size + 1)
+            f = io.BytesIO(whole)
             digest, read = hashlib.sha256(whole).hexdigest(), len(whole)
-        after = os.fstat(f.fileno())
-        same = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-        if same and read == after.st_size:
-            _check_complete(content, fmt, after.st_size)
+        else:
+            f = open(fd, "rb", closefd=False)  # noqa: SIM115 - closed below
+            digest, read = "", 0
+        with f:
+            head = f.read(SNIFF_BYTES)
+            kind = sniff(head)
+            if kind is None:
+                raise NotAnImage(f"not an image: content {describe_content(head)}")
+            mime, fmt = kind
+            f.seek(0)
+            width, height = _dimensions(f, fmt)
+            if not digest:
+                f.seek(0)
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+                read = f.tell()
+            after = os.fstat(fd)
+            same = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+            if same and read == after.st_size:
+                _check_complete(f, fmt, after.st_size)
+    finally:
+        os.close(fd)
     if not same or read != after.st_size:
         raise FileUnstable("file changed while it was being read")
     return ImageFacts(
@@ -129,6 +133,18 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
         width=width,
         height=height,
     )
+
+
+def _read_up_to(fd: int, size: int) -> bytes:
+    """Up to size bytes, fewer at the end of the file (a read may return less)."""
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _dimensions(f: BinaryIO, fmt: str) -> tuple[int, int]:
