@@ -132,7 +132,13 @@ class Settings(BaseSettings):
     )
     # 4 on any machine: reading files waits on the disk more than on the CPU (the
     # burst benchmark on 2 cores: about 1,500 files/s with 2, about 1,950 with 4).
-    workers: int = Field(default=4, ge=1, le=64, description="files read and hashed in parallel")
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="files read and hashed in parallel (daemon: threads; --rescan: processes,"
+        " at most one per core)",
+    )
     queue_size: int = Field(
         default=10_000,
         ge=10,

@@ -14,6 +14,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -220,6 +221,23 @@ def examine(
     return record
 
 
+# What reading one file gave: a record to write, UNCHANGED or VANISHED.
+Outcome = ImageRecord | str
+ToRead = tuple[FoundFile, KnownFile | None]  # a file to read, and its row if any
+
+
+class Readers(Protocol):
+    """Reads files elsewhere (other processes) while the reconcile writes rows."""
+
+    def available(self) -> bool: ...
+
+    def submit(
+        self, files: list[ToRead], processor: FileProcessor, uploads: bool
+    ) -> list[Future[list[Outcome]]]:
+        """Start reading; each future gives the outcomes of a run of `files`, in order."""
+        ...
+
+
 class Claims(Protocol):
     """Who is reading which file, shared with the daemon's file workers.
 
@@ -247,6 +265,7 @@ class Reconciler:
         batch_size: int,
         uploads: bool = False,
         claims: Claims | None = None,
+        readers: Readers | None = None,
     ) -> None:
         self.store = store
         self.image_dir = image_dir
@@ -255,6 +274,9 @@ class Reconciler:
         self.batch_size = batch_size
         self.uploads = uploads
         self.claims = claims
+        # Only without claims: a rescan of its own, not a reconcile inside the daemon.
+        self.readers = readers if claims is None else None
+        self._in_flight: tuple[list[ToRead], list[Future[list[Outcome]]]] | None = None
 
     def run(self, cancel: threading.Event | None = None) -> ScanSummary:
         """One reconcile. When `cancel` is set midway it stops early and marks nothing
@@ -290,6 +312,7 @@ class Reconciler:
                 self._record(todo, summary, cancel)
         if not summary.interrupted:
             self._record(todo, summary, cancel)
+        self._write_in_flight(summary)
         if not summary.interrupted:
             self._mark_gone(root, unseen, seen, state, summary)
         summary.elapsed = time.monotonic() - started
@@ -312,24 +335,44 @@ class Reconciler:
                 rows = self.store.lookup_many([t[1] for t in mine])
             else:
                 rows = self.store.lookup_many([t[1] for t in todo if t[2]])
-            batch: list[ImageRecord] = []
-            for found, name, _ in mine:
+            files = [(found, rows.get(name)) for found, name, _ in mine]
+            readers = self.readers
+            if readers is not None and len(files) >= _READERS_MIN and readers.available():
+                # Read in the other processes while the batch before is written.
+                futures = readers.submit(files, self.processor, self.uploads)
+                self._write_in_flight(summary)
+                self._in_flight = (files, futures)
+                return
+            outcomes: list[Outcome] = []
+            for found, row in files:
                 if cancel is not None and cancel.is_set():
                     summary.interrupted = True
                     break
-                row = rows.get(name)
-                outcome = examine(found, row, self.processor, self.uploads)
-                if outcome == UNCHANGED:
-                    summary.unchanged += 1
-                elif isinstance(outcome, ImageRecord):
-                    self._count(summary, outcome, is_new=row is None)
-                    batch.append(outcome)
-            if batch:
-                self.store.upsert(batch)
+                outcomes.append(examine(found, row, self.processor, self.uploads))
+            self._write(files, outcomes, summary)
         finally:
             if held:
                 self.claims.release(held)  # type: ignore[union-attr]
             todo.clear()
+
+    def _write_in_flight(self, summary: ScanSummary) -> None:
+        if self._in_flight is not None:
+            files, futures = self._in_flight
+            self._in_flight = None
+            self._write(files, [o for f in futures for o in f.result()], summary)
+
+    def _write(self, files: list[ToRead], outcomes: list[Outcome], summary: ScanSummary) -> None:
+        """Count the outcomes and write the records, in one transaction."""
+        batch: list[ImageRecord] = []
+        # Fewer outcomes than files when the reconcile was cancelled midway.
+        for (_, row), outcome in zip(files, outcomes, strict=False):
+            if outcome == UNCHANGED:
+                summary.unchanged += 1
+            elif isinstance(outcome, ImageRecord):
+                self._count(summary, outcome, is_new=row is None)
+                batch.append(outcome)
+        if batch:
+            self.store.upsert(batch)
 
     def _take(self, file_name: str, held: list[str]) -> bool:
         assert self.claims is not None
@@ -414,6 +457,11 @@ def settle_status(record: ImageRecord, row: KnownFile | None, uploads: bool) -> 
     )
     if not uploaded:
         record.status = PENDING
+
+
+# Fewer files than this are read in the reconcile's own process: handing them to
+# other processes would cost more than it saves.
+_READERS_MIN = 64
 
 
 def _plain(file_name: str) -> bool:

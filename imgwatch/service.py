@@ -12,6 +12,7 @@ from imgwatch.config import Settings
 from imgwatch.errors import TransientError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
+from imgwatch.readers import ProcessReaders, reader_processes
 from imgwatch.scanner import Reconciler, ScanSummary, check_image_dir
 from imgwatch.store import ImageStore
 from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
@@ -91,6 +92,8 @@ def rescan(settings: Settings) -> RescanResult:
     store = ImageStore(settings.database_url())
     client = media_client(settings)
     log.info("database: %s", store.display_url)
+    processes = reader_processes(settings.workers)
+    readers = ProcessReaders(processes) if processes > 1 else None
     try:
         store.open()
         up = uploader(settings, client, store) if client else None
@@ -103,6 +106,7 @@ def rescan(settings: Settings) -> RescanResult:
             processor=FileProcessor(settings.default_description, settings.max_file_bytes),
             batch_size=settings.batch_size,
             uploads=client is not None,
+            readers=readers,
         ).run()
         tally = None
         if up is not None:
@@ -110,6 +114,8 @@ def rescan(settings: Settings) -> RescanResult:
             tally = up.upload_all(store.due_uploads(include_scheduled=True))
         return RescanResult(summary, tally)
     finally:
+        if readers is not None:
+            readers.close()
         if client is not None:
             client.close()
         store.close()

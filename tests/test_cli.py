@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,21 @@ def test_unknown_flag_is_a_usage_error_64() -> None:
     result = run("--no-such-flag")
     assert result.returncode == 64  # EX_USAGE: the unit does not restart on it
     assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_a_large_rescan_reads_in_several_processes(tmp_path: Path, image_dir: Path) -> None:
+    names = {f"d{i % 4}/{i:03d}.png" for i in range(200)}
+    for name in names:
+        write_image(image_dir / name, 6, 6)
+    (image_dir / "d0" / "bad.png").write_text("<html>")
+    env = {"IMGWATCH_WORKERS": "2"}
+    result = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("rescan: 200 new, 0 changed, 0 unchanged, 1 rejected")
+    if (os.cpu_count() or 1) >= 2:
+        assert "reading files in 2 processes" in result.stderr
+    for name in names:  # each logged once, by whichever process read it
+        assert result.stderr.count(f"recorded {name!r}") == 1, name
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
+    assert store.counts_by_status() == {DONE: 200, "rejected": 1}
+    store.close()

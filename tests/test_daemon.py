@@ -463,6 +463,9 @@ def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
     finally:
         unblock.set()
         d.watcher.stop()
+        deadline = time.monotonic() + 10
+        assert d.files.stop(deadline) and d.writer.stop(deadline)  # no threads left behind
+        d.store.close()
 
 
 WATCH_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
