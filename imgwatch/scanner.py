@@ -14,7 +14,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -277,6 +277,8 @@ class Reconciler:
         # Only without claims: a rescan of its own, not a reconcile inside the daemon.
         self.readers = readers if claims is None else None
         self._in_flight: tuple[list[ToRead], list[Future[list[Outcome]]]] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
 
     def run(self, cancel: threading.Event | None = None) -> ScanSummary:
         """One reconcile. When `cancel` is set midway it stops early and marks nothing
@@ -290,29 +292,35 @@ class Reconciler:
         seen = 0
         todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
         state = _Walk()
-        for found in walk(root, self.accept, state):
-            if cancel is not None and cancel.is_set():
-                summary.interrupted = True
-                break
-            file_name = found.file_name
-            name = file_name if _plain(file_name) else row_name(file_name)
-            seen += 1
-            row = unseen.pop(name, None)
-            # A settled archive takes only this path: one dict lookup, nothing read.
-            if (
-                row is not None
-                and row[STATE] == SETTLED
-                and row[STATE_SIZE] == found.size_bytes
-                and row[STATE_MTIME] == found.mtime_ns
-            ):
-                summary.unchanged += 1
-                continue
-            todo.append((found, name, row is not None))
-            if len(todo) >= self.batch_size:
+        try:
+            for found in walk(root, self.accept, state):
+                if cancel is not None and cancel.is_set():
+                    summary.interrupted = True
+                    break
+                file_name = found.file_name
+                name = file_name if _plain(file_name) else row_name(file_name)
+                seen += 1
+                row = unseen.pop(name, None)
+                # A settled archive takes only this path: one dict lookup, nothing read.
+                if (
+                    row is not None
+                    and row[STATE] == SETTLED
+                    and row[STATE_SIZE] == found.size_bytes
+                    and row[STATE_MTIME] == found.mtime_ns
+                ):
+                    summary.unchanged += 1
+                    continue
+                todo.append((found, name, row is not None))
+                if len(todo) >= self.batch_size:
+                    self._record(todo, summary, cancel)
+            if not summary.interrupted:
                 self._record(todo, summary, cancel)
-        if not summary.interrupted:
-            self._record(todo, summary, cancel)
-        self._write_in_flight(summary)
+            self._write_in_flight(summary)
+            self._wait_for_writes()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
         if not summary.interrupted:
             self._mark_gone(root, unseen, seen, state, summary)
         summary.elapsed = time.monotonic() - started
@@ -359,10 +367,31 @@ class Reconciler:
         if self._in_flight is not None:
             files, futures = self._in_flight
             self._in_flight = None
-            self._write(files, [o for f in futures for o in f.result()], summary)
+            records = self._tally(files, [o for f in futures for o in f.result()], summary)
+            # Written from a thread, so that while the database takes the rows (and
+            # flushes them), this thread goes on walking and handing out files.
+            self._wait_for_writes()
+            if records:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="rescan-writer")
+                self._writing = self._writer.submit(self.store.upsert, records)
+
+    def _wait_for_writes(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()  # a database error surfaces here
 
     def _write(self, files: list[ToRead], outcomes: list[Outcome], summary: ScanSummary) -> None:
         """Count the outcomes and write the records, in one transaction."""
+        records = self._tally(files, outcomes, summary)
+        self._wait_for_writes()  # one transaction at a time
+        if records:
+            self.store.upsert(records)
+
+    def _tally(
+        self, files: list[ToRead], outcomes: list[Outcome], summary: ScanSummary
+    ) -> list[ImageRecord]:
+        """Count the outcomes; the records to write."""
         batch: list[ImageRecord] = []
         # Fewer outcomes than files when the reconcile was cancelled midway.
         for (_, row), outcome in zip(files, outcomes, strict=False):
@@ -371,8 +400,7 @@ class Reconciler:
             elif isinstance(outcome, ImageRecord):
                 self._count(summary, outcome, is_new=row is None)
                 batch.append(outcome)
-        if batch:
-            self.store.upsert(batch)
+        return batch
 
     def _take(self, file_name: str, held: list[str]) -> bool:
         assert self.claims is not None

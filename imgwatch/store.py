@@ -470,12 +470,15 @@ class ImageStore:
         """
         if not records:
             return
+        sql, processors = self._upsert_sql()
+        # The same time for every row: converted once, here, not once per row (on
+        # MySQL, as text, which the driver escapes in a fifth of a datetime's time).
         now = utcnow()
-        stamps = {"created_at": now, "updated_at": now, "attempts": 0}
+        stamp = self._stamp_text(now)
+        stamps = {"created_at": stamp, "updated_at": stamp, "attempts": 0}
         rows = [
             dict(zip(_RECORD_FIELDS, _record_values(r), strict=True), **stamps) for r in records
         ]
-        sql, processors = self._upsert_sql()
         for key, process in processors:
             for row in rows:
                 if row[key] is not None:
@@ -500,13 +503,16 @@ class ImageStore:
                 dialect = sqlite.dialect(paramstyle="named")
             sql = str(self._upsert_statement().compile(dialect=dialect, column_keys=keys))
             processors = []
-            for key in keys:
-                column_type = images.c[key].type.dialect_impl(self.engine.dialect)
-                process = column_type.bind_processor(self.engine.dialect)
+            for key in _RECORD_FIELDS:
+                process = _bind_processor(images.c[key], self.engine.dialect)
                 if process is not None:
                     processors.append((key, process))
             self._compiled_upsert = (sql, processors)
         return self._compiled_upsert
+
+    def _stamp_text(self, now: dt.datetime) -> Any:
+        process = _bind_processor(images.c.updated_at, self.engine.dialect)
+        return process(now) if process is not None else now.isoformat(" ")
 
     def _upsert_statement(self) -> Any:
         c = images.c
@@ -647,6 +653,11 @@ class ImageStore:
                     update(images).where(c.id == row_id).values(file_name=target, updated_at=now)
                 )
         return len(rows) - len(stuck), stuck
+
+
+def _bind_processor(column: Column[Any], dialect: Any) -> Any:
+    """What SQLAlchemy does to a value for this column before the driver gets it."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _like_escape(value: str) -> str:

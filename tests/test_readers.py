@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from imgwatch.errors import DatabaseUnavailable
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
@@ -107,3 +108,24 @@ def test_reading_processes_follow_the_workers_setting_up_to_the_cores(
     assert reader_processes(1) == 1
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert reader_processes(4) == 1
+
+
+def test_a_failed_write_stops_the_rescan_and_leaves_no_thread(
+    store: ImageStore, image_dir: Path, readers: CountingReaders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(200):
+        write_image(image_dir / f"{i:03d}.png", 5, 5)
+    real = store.upsert
+    calls = []
+
+    def upsert(records: list[object]) -> None:
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise DatabaseUnavailable("database x: writing rows failed: gone away")
+        real(records)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "upsert", upsert)
+    with pytest.raises(DatabaseUnavailable, match="gone away"):
+        reconciler(store, image_dir, readers).run()
+    assert not [t for t in threading.enumerate() if t.name.startswith("rescan-writer")]
+    assert store.counts_by_status() == {DONE: calls[0]}  # what was committed stays
