@@ -208,11 +208,7 @@ class Daemon:
             self._dispatch_due()
             now = time.monotonic()
             if self.watcher.handler.lost.is_set():
-                self.watcher.handler.lost.clear()
-                self.debouncer.events_lost()
-                self._open.clear()
-                log.warning("file events were lost (queue overflow); reconciling")
-                self.request_reconcile("overflow")
+                self._after_lost_events()
             if self._hup:
                 self._hup = False
                 self.request_reconcile("SIGHUP")
@@ -232,6 +228,22 @@ class Daemon:
                 next_ping = now + ping
                 self.notifier.watchdog()
         log.info("received %s, stopping", signal.Signals(self._signal).name)
+
+    def _after_lost_events(self) -> None:
+        """Changes were dropped: no file is known to be open any more, and a
+        reconcile finds what the dropped changes would have said."""
+        self.watcher.handler.lost.clear()
+        # What was queued before the drop goes first, whatever the back-pressure: a
+        # write routed after the reset below would wait for a close that was dropped.
+        for _ in range(self.inbox.qsize()):
+            try:
+                self._route(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        self.debouncer.events_lost()
+        self._open.clear()
+        log.warning("file events were lost (queue overflow); reconciling")
+        self.request_reconcile("overflow")
 
     def _take_changes(self) -> None:
         timeout = TICK

@@ -468,6 +468,31 @@ def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
         d.store.close()
 
 
+def test_changes_queued_before_a_drop_are_routed_before_the_reset(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    from imgwatch.config import load_settings
+    from imgwatch.daemon import Daemon
+    from imgwatch.watcher import Change
+
+    settings = load_settings(
+        {"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}", "max_wait": 600}
+    )
+    d = Daemon(settings)
+    path = str(d.root / "a.jpg")
+    # A copy under way, then its close dropped because the queue was full.
+    d.inbox.put(Change("created", path))
+    d.inbox.put(Change("written", path))
+    d.watcher.handler.lost.set()
+    d._after_lost_events()
+    assert d.inbox.empty()
+    deadline = d.debouncer.next_deadline()
+    assert deadline is not None
+    # Read after the quiet period, not after max_wait waiting for the dropped close.
+    assert deadline - time.monotonic() <= settings.quiet_period + 0.1
+    assert d._reconcile_wanted.is_set()
+
+
 WATCH_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 
 
