@@ -1,7 +1,7 @@
 """imgwatch beside its baselines, measured in one run, printed as one table.
 
-    .venv/bin/python benchmarks/suite.py                 # quick: about a minute
-    .venv/bin/python benchmarks/suite.py --scale 10      # the sizes in the issue
+    .venv/bin/python benchmarks/suite.py                 # quick: about two minutes
+    .venv/bin/python benchmarks/suite.py --scale 10      # the sizes of the goals
 
 Scenarios (sizes at --scale 1; --scale multiplies the file counts):
 1. unchanged reconcile of 10,000 recorded files (SQLite) vs a bare scandir+stat walk
