@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -347,10 +348,14 @@ class Reconciler:
             readers = self.readers
             if readers is not None and len(files) >= _READERS_MIN and readers.available():
                 # Read in the other processes while the batch before is written.
-                futures = readers.submit(files, self.processor, self.uploads)
-                self._write_in_flight(summary)
-                self._in_flight = (files, futures)
-                return
+                try:
+                    futures = readers.submit(files, self.processor, self.uploads)
+                except BrokenProcessPool:
+                    self._readers_died()
+                else:
+                    self._write_in_flight(summary)
+                    self._in_flight = (files, futures)
+                    return
             outcomes: list[Outcome] = []
             for found, row in files:
                 if cancel is not None and cancel.is_set():
@@ -367,7 +372,12 @@ class Reconciler:
         if self._in_flight is not None:
             files, futures = self._in_flight
             self._in_flight = None
-            records = self._tally(files, [o for f in futures for o in f.result()], summary)
+            try:
+                outcomes = [o for f in futures for o in f.result()]
+            except BrokenProcessPool:
+                self._readers_died()
+                outcomes = [examine(f, row, self.processor, self.uploads) for f, row in files]
+            records = self._tally(files, outcomes, summary)
             # Written from a thread, so that while the database takes the rows (and
             # flushes them), this thread goes on walking and handing out files.
             self._wait_for_writes()
@@ -375,6 +385,13 @@ class Reconciler:
                 if self._writer is None:
                     self._writer = ThreadPoolExecutor(1, thread_name_prefix="rescan-writer")
                 self._writing = self._writer.submit(self.store.upsert, records)
+
+    def _readers_died(self) -> None:
+        # A reading process died (the OOM killer, a crash in an image library): its
+        # files, and everything after them, are read in this process.
+        if self.readers is not None:
+            log.warning("a reading process died; reading the rest in this process")
+            self.readers = None
 
     def _wait_for_writes(self) -> None:
         if self._writing is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
 from imgwatch.scanner import Outcome, Reconciler, ToRead
-from imgwatch.store import DONE, REJECTED, ImageStore
+from imgwatch.store import DONE, REJECTED, ImageRecord, ImageStore
 from tests.imagefiles import sha256_of, write_image
 
 
@@ -129,3 +130,29 @@ def test_a_failed_write_stops_the_rescan_and_leaves_no_thread(
         reconciler(store, image_dir, readers).run()
     assert not [t for t in threading.enumerate() if t.name.startswith("rescan-writer")]
     assert store.counts_by_status() == {DONE: calls[0]}  # what was committed stays
+
+
+class DyingProcessor(FileProcessor):
+    """Kills the reading process that gets `die.png`, as the OOM killer would."""
+
+    def process(
+        self, file_name: str, path: str, size_bytes: int, mtime_ns: int
+    ) -> ImageRecord | None:
+        if file_name == "die.png" and multiprocessing.parent_process() is not None:
+            os._exit(137)
+        return super().process(file_name, path, size_bytes, mtime_ns)
+
+
+def test_a_reading_process_that_dies_leaves_its_files_to_the_rescan(
+    store: ImageStore, image_dir: Path, readers: CountingReaders, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Three full batches of 64: every file goes to the processes.
+    names = {f"{i:03d}.png" for i in range(191)} | {"die.png"}
+    for name in names:
+        write_image(image_dir / name, 5, 5)
+    rec = reconciler(store, image_dir, readers)
+    rec.processor = DyingProcessor("Image description")
+    summary = rec.run()
+    assert summary.new == len(names)
+    assert store.counts_by_status() == {DONE: len(names)}
+    assert caplog.text.count("a reading process died; reading the rest in this process") == 1
