@@ -28,9 +28,10 @@ from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
 from imgwatch.notify import Notifier
 from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Reconciler, check_image_dir, walk
+from imgwatch.scanner import Reconciler
 from imgwatch.service import media_client, preflight, uploader
 from imgwatch.store import ImageStore
+from imgwatch.walker import check_image_dir, walk
 from imgwatch.watcher import Change, Watcher, inotify_room_left, wants_polling
 from imgwatch.workers import (
     FileWorkers,

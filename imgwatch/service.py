@@ -13,9 +13,10 @@ from imgwatch.errors import TransientError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
-from imgwatch.scanner import Reconciler, ScanSummary, check_image_dir
+from imgwatch.scanner import Reconciler, ScanSummary
 from imgwatch.store import ImageStore
 from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
+from imgwatch.walker import check_image_dir
 from imgwatch.wordpress import MediaClient
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imgwatch.errors import DatabaseUnavailable, UploadError
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
-from imgwatch.scanner import examine, find_one
+from imgwatch.scanner import examine
 from imgwatch.store import (
     DONE,
     MISSING,
@@ -37,6 +37,7 @@ from imgwatch.store import (
     UploadJob,
 )
 from imgwatch.uploader import Uploader
+from imgwatch.walker import find_one
 from imgwatch.wordpress import MediaClient
 
 log = logging.getLogger(__name__)

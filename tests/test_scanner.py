@@ -14,8 +14,9 @@ from sqlalchemy import event, text
 from imgwatch import scanner as scanner_module
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Claims, FoundFile, Reconciler, ScanSummary, walk
+from imgwatch.scanner import Claims, Reconciler, ScanSummary
 from imgwatch.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore
+from imgwatch.walker import FoundFile, walk
 from tests.imagefiles import sha256_of, write_image
 
 
