@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from imgwatch.errors import DatabaseUnavailable, UploadError
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
@@ -43,6 +44,29 @@ from imgwatch.wordpress import MediaClient
 log = logging.getLogger(__name__)
 
 LOOKUP_BATCH = 64  # settled paths whose rows one query looks up
+
+T = TypeVar("T")
+
+
+def take_batch(inbox: queue.Queue[T | None], limit: int) -> tuple[list[T], bool]:
+    """Wait for one item, then take what else is waiting, up to `limit` in all.
+
+    The flag says the stop marker (None) was taken: nothing after it is taken, and
+    what came before it is still to be done.
+    """
+    first = inbox.get()
+    if first is None:
+        return [], True
+    items = [first]
+    while len(items) < limit:
+        try:
+            more = inbox.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return items, True
+        items.append(more)
+    return items, False
 
 
 # --- what the Writer is asked to do --------------------------------------------
@@ -241,35 +265,27 @@ class FileWorkers:
         return not any(t.is_alive() for t in self._threads)
 
     def _run(self) -> None:
-        last = False
-        while not last:
-            key = self.work.get()
-            if key is None:
-                return
-            # Take what else is waiting, up to a batch: one query looks up all their
-            # rows. Each thread consumes exactly one stop marker, here or above.
-            keys = [key]
-            while len(keys) < LOOKUP_BATCH:
-                try:
-                    more = self.work.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    last = True
-                    break
-                keys.append(more)
-            try:
-                # No outage.ok() here: reads work on a full disk; a write says it is over.
-                rows = self.store.lookup_many([row_name(k) for k in keys])
-            except DatabaseUnavailable as exc:
-                self.outage.failed(exc)
-                time.sleep(1.0)
-                for k in keys:
-                    self.retouch(k)
-                self.release(keys)
-                continue
+        stopped = False
+        while not stopped:
+            # What is waiting, up to a batch: one query looks up all their rows. Each
+            # thread consumes exactly one stop marker.
+            keys, stopped = take_batch(self.work, LOOKUP_BATCH)
+            if keys:
+                self._batch(keys)
+
+    def _batch(self, keys: list[str]) -> None:
+        try:
+            # No outage.ok() here: reads work on a full disk; a write says it is over.
+            rows = self.store.lookup_many([row_name(k) for k in keys])
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+            time.sleep(1.0)
             for k in keys:
-                self._one(k, rows.get(row_name(k)))
+                self.retouch(k)
+            self.release(keys)
+            return
+        for k in keys:
+            self._one(k, rows.get(row_name(k)))
 
     def _one(self, key: str, row: KnownFile | None) -> None:
         handed_on = False
@@ -359,21 +375,8 @@ class Writer:
     def _run(self) -> None:
         done = False
         while not done:
-            op = self.ops.get()
-            batch: list[Op] = []
-            if op is None:
-                done = True
-            else:
-                batch.append(op)
-                while len(batch) < self.batch_size:
-                    try:
-                        more = self.ops.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        done = True
-                        break
-                    batch.append(more)
+            taken: tuple[list[Op], bool] = take_batch(self.ops, self.batch_size)
+            batch, done = taken
             if batch:
                 self._apply_with_retry(batch)
 
