@@ -34,10 +34,15 @@ def db_env(url: URL) -> dict[str, str]:
     return mysql_env(url)  # the original service's discrete settings
 
 
-def start(tmp_path: Path, image_dir: Path, db: URL, **settings: str) -> DaemonProcess:
+def daemon_env(image_dir: Path, db: URL, **settings: str) -> dict[str, str]:
+    """The environment a daemon is started with: IMGWATCH_* for the dir, db and settings."""
     env = {"IMGWATCH_IMAGE_DIR": str(image_dir), **db_env(db)}
     env.update({f"IMGWATCH_{k.upper()}": v for k, v in settings.items()})
-    daemon = DaemonProcess(tmp_path / "run", env)
+    return env
+
+
+def start(tmp_path: Path, image_dir: Path, db: URL, **settings: str) -> DaemonProcess:
+    daemon = DaemonProcess(tmp_path / "run", daemon_env(image_dir, db, **settings))
     daemon.wait_started()
     return daemon
 
@@ -100,8 +105,7 @@ def test_files_arriving_during_the_startup_reconcile_are_read_once(
     before = {f"old/{i:04d}.jpg" for i in range(1500)}
     for name in sorted(before):
         write_image(image_dir / name, 24, 24)
-    env = {"IMGWATCH_IMAGE_DIR": str(image_dir), **db_env(db_url)}
-    with DaemonProcess(tmp_path / "run", env) as daemon:
+    with DaemonProcess(tmp_path / "run", daemon_env(image_dir, db_url)) as daemon:
         daemon.wait_notified("READY=1")  # watching; the startup reconcile is under way
         during = {f"{d}/{i:04d}.jpg" for d in ("old", "new") for i in range(1500, 1550)}
         for name in sorted(during):
@@ -185,11 +189,8 @@ def test_a_slow_rewrite_in_place_ends_with_the_complete_file(
 
 
 def test_notify_protocol_and_sigterm(tmp_path: Path, image_dir: Path, db_url: URL) -> None:
-    env = {
-        "IMGWATCH_IMAGE_DIR": str(image_dir),
-        "WATCHDOG_USEC": "400000",  # WatchdogSec=0.4s: a ping every 0.2s
-        **db_env(db_url),
-    }
+    env = daemon_env(image_dir, db_url)
+    env["WATCHDOG_USEC"] = "400000"  # WatchdogSec=0.4s: a ping every 0.2s
     with DaemonProcess(tmp_path / "run", env) as daemon:
         daemon.wait_notified("READY=1")
         daemon.wait_notified("WATCHDOG=1")

@@ -16,7 +16,7 @@ from imgwatch.store import DONE
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.servers import MariaDB, WordPress
-from tests.test_daemon import db_env, wp_settings
+from tests.test_daemon import daemon_env, wp_settings
 
 FILES = 200
 KILLS = 10
@@ -28,11 +28,7 @@ def test_repeated_kill_9_during_a_burst_loses_nothing_and_uploads_once(
     db = mariadb.create_database()
     site = live_wordpress
     media_before = site.media_count()
-    env = {
-        "IMGWATCH_IMAGE_DIR": str(image_dir),
-        **db_env(db),
-        **{f"IMGWATCH_{k.upper()}": v for k, v in wp_settings(site).items()},
-    }
+    env = daemon_env(image_dir, db, **wp_settings(site))
     names = [f"burst/{i // 50}/{i:03d}.jpg" for i in range(FILES)]
     stop_dropping = threading.Event()
 
