@@ -222,6 +222,7 @@ class ImageStore:
         # not wrap errors in DBAPIError.
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._compiled_upsert: tuple[str, list[tuple[str, Any]]] | None = None
+        self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
             raise ConfigError(f"unsupported database {self.dialect!r}: use SQLite or MySQL/MariaDB")
 
@@ -279,13 +280,6 @@ class ImageStore:
             raise DatabaseUnavailable(
                 f"database {self.display_url}: {action} failed: {describe_db_error(exc)}"
             ) from None
-
-    def known_files(self) -> dict[str, KnownFile]:
-        """Every row's comparison fields, in one query."""
-        with self._guard("reading known files"), self.engine.connect() as conn:
-            # .all(): one fetch of every row; iterating the result fetches one at a time.
-            rows = conn.execute(select(*_KNOWN_COLUMNS)).all()
-        return {row[0]: KnownFile._make(row[1:]) for row in rows}
 
     def file_states(self) -> dict[str, FileState]:
         """Every row as a FileState, by name, in one query: what a reconcile needs to
@@ -511,7 +505,7 @@ class ImageStore:
         return self._compiled_upsert
 
     def _stamp_text(self, now: dt.datetime) -> Any:
-        process = _bind_processor(images.c.updated_at, self.engine.dialect)
+        process = self._stamp_process
         return process(now) if process is not None else now.isoformat(" ")
 
     def _upsert_statement(self) -> Any:

@@ -28,7 +28,7 @@ def test_rescan_on_default_sqlite(tmp_path: Path, image_dir: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "rejected 'bad.gif': not an image: content looks like text" in result.stderr
     store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
-    assert sorted(store.known_files()) == ["a.jpg", "bad.gif", "sub/b.png"]
+    assert sorted(store.file_states()) == ["a.jpg", "bad.gif", "sub/b.png"]
     store.close()
     again = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path)
     assert again.stdout.startswith("rescan: 0 new, 0 changed, 3 unchanged")
@@ -91,7 +91,7 @@ def test_rescan_on_mariadb_with_hostile_password(
     assert result.stdout.startswith("rescan: 2 new")
     assert HOSTILE_PASSWORD not in result.stderr + result.stdout
     store = ImageStore(url)
-    assert sorted(store.known_files()) == ["a.jpg", "caf\u00e9 \U0001f600.png"]
+    assert sorted(store.file_states()) == ["a.jpg", "caf\u00e9 \U0001f600.png"]
     store.close()
 
 

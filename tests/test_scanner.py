@@ -67,7 +67,7 @@ def test_skips_hidden_temp_and_other_extensions(store: ImageStore, image_dir: Pa
     write_image(image_dir / "notes.txt")
     write_image(image_dir / ".a.jpg.Xy12Ab")  # rsync's temp name
     reconcile(store, image_dir)
-    assert list(store.known_files()) == ["keep.jpg"]
+    assert list(store.file_states()) == ["keep.jpg"]
 
 
 def test_unchanged_files_are_not_read_again(store: ImageStore, image_dir: Path) -> None:
@@ -107,7 +107,7 @@ def test_text_saved_as_jpg_is_rejected_with_reason(store: ImageStore, image_dir:
     write_image(image_dir / "good.jpg")
     summary = reconcile(store, image_dir)
     assert (summary.new, summary.rejected) == (1, 3)
-    reasons = {name: (store.get(name) or {}).get("last_error") for name in store.known_files()}
+    reasons = {name: (store.get(name) or {}).get("last_error") for name in store.file_states()}
     assert "HTML" in str(reasons["page.jpg"])
     assert reasons["empty.png"] == "empty file"
     assert "unknown signature" in str(reasons["junk.gif"])
@@ -195,7 +195,7 @@ def test_odd_names_are_recorded_exactly(store: ImageStore, image_dir: Path) -> N
     for name in names:
         write_image(image_dir / name)
     reconcile(store, image_dir)
-    assert sorted(store.known_files()) == sorted(names)
+    assert sorted(store.file_states()) == sorted(names)
 
 
 def test_unstorable_names_get_a_rejected_row_under_a_stand_in_name(

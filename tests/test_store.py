@@ -16,6 +16,7 @@ from imgwatch.store import (
     FAILED,
     MISSING,
     REJECTED,
+    STATE_ID,
     ImageRecord,
     ImageStore,
     images,
@@ -120,19 +121,18 @@ def test_batch_of_many_rows_in_one_call(store: ImageStore) -> None:
 def test_file_names_are_case_and_unicode_exact(store: ImageStore) -> None:
     names = ["a.jpg", "A.JPG", "caf\u00e9.jpg", "cafe\u0301.jpg", "\U0001f600 smile.png"]
     store.upsert([record(n) for n in names])
-    assert sorted(store.known_files()) == sorted(names)
+    assert sorted(store.file_states()) == sorted(names)
 
 
 def test_mark_missing_keeps_row_and_url(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE images SET wp_url='https://wp/a.jpg' WHERE file_name='a.jpg'"))
-    known = store.known_files()
-    assert store.mark_missing([known["a.jpg"].id]) == 1
+    assert store.mark_missing([store.file_states()["a.jpg"][STATE_ID]]) == 1
     row = store.get("a.jpg")
     assert row is not None
     assert (row["status"], row["wp_url"], row["sha256"]) == (MISSING, "https://wp/a.jpg", "0" * 64)
-    assert store.known_files()["b.jpg"].status == DONE
+    assert (store.get("b.jpg") or {})["status"] == DONE
 
 
 def test_adopts_original_table_without_touching_rows(db_url: URL) -> None:
@@ -229,13 +229,13 @@ def test_mariadb_table_is_utf8mb4_with_exact_file_names(mariadb: MariaDB) -> Non
 
 def test_rename_moves_the_row_unless_the_new_name_has_one(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg"), record("c.jpg")])
-    known = store.known_files()
+    before = store.lookup("a.jpg")
     assert store.rename("a.jpg", "sub/a.jpg")
-    assert store.lookup("sub/a.jpg") == known["a.jpg"]
+    assert store.lookup("sub/a.jpg") == before
     assert store.lookup("a.jpg") is None
     assert not store.rename("b.jpg", "c.jpg")  # c.jpg has its own row
     assert not store.rename("nothing.jpg", "x.jpg")
-    assert set(store.known_files()) == {"sub/a.jpg", "b.jpg", "c.jpg"}
+    assert set(store.file_states()) == {"sub/a.jpg", "b.jpg", "c.jpg"}
 
 
 def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None:
@@ -248,7 +248,7 @@ def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None
     ]
     moved, stuck = store.rename_prefix("50%_off/", "new/")
     assert (moved, stuck) == (1, ["50%_off/a.jpg"])  # new/a.jpg was taken
-    assert set(store.known_files()) == {
+    assert set(store.file_states()) == {
         "50%_off/a.jpg",
         "new/deep/b.jpg",
         "50xyoff/c.jpg",
@@ -259,9 +259,9 @@ def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None
 
 def test_mark_missing_by_name_spares_a_row_renamed_meanwhile(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
-    known = store.known_files()
+    known = store.file_states()
     store.rename("a.jpg", "moved.jpg")  # a move lands while a scan runs
-    ids = [known["a.jpg"].id, known["b.jpg"].id]
+    ids = [known["a.jpg"][STATE_ID], known["b.jpg"][STATE_ID]]
     assert store.mark_missing(ids, names=["a.jpg", "b.jpg"]) == 1
     rows = {r["file_name"]: r["status"] for r in store.all_rows()}
     assert rows == {"moved.jpg": DONE, "b.jpg": MISSING}
@@ -269,8 +269,8 @@ def test_mark_missing_by_name_spares_a_row_renamed_meanwhile(store: ImageStore) 
 
 def test_forget_removes_rows(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
-    assert store.forget([store.known_files()["a.jpg"].id]) == 1
-    assert set(store.known_files()) == {"b.jpg"}
+    assert store.forget([store.file_states()["a.jpg"][STATE_ID]]) == 1
+    assert set(store.file_states()) == {"b.jpg"}
 
 
 def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStore) -> None:
@@ -279,10 +279,12 @@ def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStor
     from imgwatch.store import PENDING, UPLOADING, UploadJob
 
     store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
-    rows = store.known_files()
-    up = UploadJob(rows["up.jpg"].id, "up.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
+    rows = store.file_states()
+    up = UploadJob(rows["up.jpg"][STATE_ID], "up.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
     assert store.mark_uploading(up, "host-a:1", lease=600)
-    done = UploadJob(rows["done.jpg"].id, "done.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
+    done = UploadJob(
+        rows["done.jpg"][STATE_ID], "done.jpg", "0" * 64, "image/jpeg", None, None, None, 0
+    )
     assert store.record_upload(done, 7, "https://wp/done.jpg")
 
     store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
