@@ -30,6 +30,11 @@ def row_name(file_name: str) -> str:
     can hold (not UTF-8, too long), a stand-in that shows it and stays unique."""
     if unstorable_reason(file_name) is None:
         return file_name
+    return stand_in_name(file_name)
+
+
+def stand_in_name(file_name: str) -> str:
+    """The row name for a path no row can hold: readable, and unique by its hash."""
     raw = os.fsencode(file_name)
     readable = raw.decode("utf-8", "backslashreplace")
     return f"{readable[:200]}#{hashlib.sha256(raw).hexdigest()[:16]}"
@@ -123,13 +128,13 @@ class FileProcessor:
             size_bytes=size_bytes,
             mtime_ns=mtime_ns,
         )
-        record.last_error = reason
-        log.warning("rejected %r: %s", path_name, reason)
-        return record
+        return self._reject(record, reason, path_name)
 
     @staticmethod
-    def _reject(record: ImageRecord, reason: str) -> ImageRecord:
+    def _reject(record: ImageRecord, reason: str, shown: str | None = None) -> ImageRecord:
+        """Mark record rejected for reason, with its log line (under the path's own
+        name when the row's is a stand-in)."""
         record.status = REJECTED
         record.last_error = reason
-        log.warning("rejected %r: %s", record.file_name, reason)
+        log.warning("rejected %r: %s", shown or record.file_name, reason)
         return record

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from imgwatch.filters import ImageNameFilter
-from imgwatch.processor import FileProcessor, row_name, unstorable_reason
+from imgwatch.processor import FileProcessor, row_name, stand_in_name, unstorable_reason
 from imgwatch.store import (
     DONE,
     FAILED,
@@ -78,11 +78,11 @@ def examine(
     """What one found file means for its row: a record to write, or why there is none."""
     if _is_unchanged(found, row):
         return UNCHANGED
-    reason = unstorable_reason(found.file_name) or found.problem
+    unstorable = unstorable_reason(found.file_name)
+    reason = unstorable or found.problem
     if reason is not None:
-        return processor.reject(
-            row_name(found.file_name), reason, found.size_bytes, found.mtime_ns, found.file_name
-        )
+        name = found.file_name if unstorable is None else stand_in_name(found.file_name)
+        return processor.reject(name, reason, found.size_bytes, found.mtime_ns, found.file_name)
     record = processor.process(found.file_name, found.path, found.size_bytes, found.mtime_ns)
     if record is None:
         return VANISHED
