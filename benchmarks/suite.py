@@ -1,6 +1,6 @@
 """imgwatch beside its baselines, measured in one run, printed as one table.
 
-    .venv/bin/python benchmarks/suite.py                 # quick: about two minutes
+    .venv/bin/python benchmarks/suite.py                 # quick: about a minute
     .venv/bin/python benchmarks/suite.py --scale 10      # the sizes of the goals
 
 Scenarios (sizes at --scale 1; --scale multiplies the file counts):
@@ -9,9 +9,9 @@ Scenarios (sizes at --scale 1; --scale multiplies the file counts):
    (the original service) and vs the floor (hash the bytes + one batched insert)
 3. burst: 1,000 files dropped into the running daemon; files/s until the last row
    is committed, minus the quiet period; beside the floor of scenario 2
-4. latency: one file closed -> its row committed, p50/p95 over 200 files (a closed
-   file takes the fast path, so no quiet period to subtract); beside the floor for
-   one file (stat + hash + insert)
+4. latency: one file closed -> its row committed, p50/p95 over 50 files (200 at
+   --scale 4 and up; a closed file takes the fast path, so no quiet period to
+   subtract); beside the floor for one file (stat + hash + insert)
 5. WordPress throughput, with --wordpress (starts the test WordPress, slow):
    `imgwatch --rescan` uploading 40 photo-sized JPEGs beside a parallel curl loop
    at the same concurrency (benchmarks/wp_upload.py has more rounds and the
@@ -385,7 +385,7 @@ def memory_over_time(work: Path, per_wave: int, waves: int) -> Row:
             daemon.wait_rows(lambda c: c >= expected, 600)  # noqa: B023 - used at once
             shutil.rmtree(tree / f"wave{wave}")
             staging.rmdir()
-            time.sleep(1.0)  # the deletes routed, the rows marked missing
+            time.sleep(0.5)  # the deletes routed, the rows marked missing
             rss[wave] = rss_kib(daemon.proc.pid)
     finally:
         daemon.stop()
@@ -403,7 +403,7 @@ def memory_over_time(work: Path, per_wave: int, waves: int) -> Row:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the file counts")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle measured")
     parser.add_argument(
         "--wordpress", action="store_true", help="also scenario 5 (starts the test WordPress)"
     )
@@ -420,7 +420,7 @@ def main() -> None:
             row, floor_rate = bulk_import(work, int(1_000 * s), server)
             rows.append(row)
             rows.append(burst(work, int(1_000 * s), floor_rate))
-            rows.append(latency(work, 200))
+            rows.append(latency(work, min(200, int(50 * s))))  # 200 at the full size
             if args.wordpress:
                 rows.append(wordpress_throughput(work, server, 40))
             else:
