@@ -192,10 +192,12 @@ class Daemon:
         self.daemon.wait_log(r"startup reconcile: ", 900)  # records a footprint tree first
         self.proc = self.daemon.process
 
-    def count(self) -> int:
+    def count(self, status: str | None = None) -> int:
+        """Rows, or rows with this status."""
         try:
             with sqlite3.connect(self.db, timeout=5) as conn:
-                return int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+                q = "SELECT COUNT(*) FROM images WHERE ? IS NULL OR status = ?"
+                return int(conn.execute(q, (status, status)).fetchone()[0])
         except sqlite3.Error:
             return -1
 
@@ -204,9 +206,11 @@ class Daemon:
             q = "SELECT 1 FROM images WHERE file_name = ?"
             return conn.execute(q, (name,)).fetchone() is not None
 
-    def wait_rows(self, ok: Callable[[int], bool], timeout: float) -> float:
+    def wait_rows(
+        self, ok: Callable[[int], bool], timeout: float, status: str | None = None
+    ) -> float:
         deadline = time.monotonic() + timeout
-        while not ok(self.count()):
+        while not ok(self.count(status)):
             if time.monotonic() > deadline:
                 raise RuntimeError("the daemon did not get there in time")
             time.sleep(0.005)
@@ -385,7 +389,8 @@ def memory_over_time(work: Path, per_wave: int, waves: int) -> Row:
             daemon.wait_rows(lambda c: c >= expected, 600)  # noqa: B023 - used at once
             shutil.rmtree(tree / f"wave{wave}")
             staging.rmdir()
-            time.sleep(0.5)  # the deletes routed, the rows marked missing
+            # Measured once the deletes are through: every row so far marked missing.
+            daemon.wait_rows(lambda c: c >= expected, 600, "missing")  # noqa: B023
             rss[wave] = rss_kib(daemon.proc.pid)
     finally:
         daemon.stop()
