@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
+from imgwatch.rowsinsert import RowsInsert
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,15 @@ class ImageRecord:
 # cost a bulk import as much as the database driver did.
 _RECORD_FIELDS = tuple(f.name for f in fields(ImageRecord))
 _record_values = attrgetter(*_RECORD_FIELDS)
+# An upsert row: a record's values, then what the upsert adds to each row.
+_UPSERT_KEYS = [*_RECORD_FIELDS, "created_at", "updated_at", "attempts"]
+
+
+class _CompiledUpsert(NamedTuple):
+    sql: str
+    processors: list[tuple[int, Any]]  # (index in a row, SQLAlchemy's conversion)
+    rows_insert: RowsInsert | None  # MySQL: the statement's many-rows form
+    pick: Any  # MySQL: a row's values in the statement's column order
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -221,7 +231,7 @@ class ImageStore:
         # Raised by a driver cursor used directly (file_states), where SQLAlchemy does
         # not wrap errors in DBAPIError.
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
-        self._compiled_upsert: tuple[str, list[tuple[str, Any]]] | None = None
+        self._compiled_upsert: _CompiledUpsert | None = None
         self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
             raise ConfigError(f"unsupported database {self.dialect!r}: use SQLite or MySQL/MariaDB")
@@ -464,44 +474,52 @@ class ImageStore:
         """
         if not records:
             return
-        sql, processors = self._upsert_sql()
+        upsert = self._upsert_sql()
         # The same time for every row: converted once, here, not once per row (on
         # MySQL, as text, which the driver escapes in a fifth of a datetime's time).
-        now = utcnow()
-        stamp = self._stamp_text(now)
-        stamps = {"created_at": stamp, "updated_at": stamp, "attempts": 0}
-        rows = [
-            dict(zip(_RECORD_FIELDS, _record_values(r), strict=True), **stamps) for r in records
-        ]
-        for key, process in processors:
-            for row in rows:
-                if row[key] is not None:
-                    row[key] = process(row[key])
+        stamp = self._stamp_text(utcnow())
+        tail = (stamp, stamp, 0)  # created_at, updated_at, attempts: _UPSERT_KEYS
+        values = [_record_values(r) + tail for r in records]
+        for index, process in upsert.processors:
+            for i, row in enumerate(values):
+                if row[index] is not None:
+                    values[i] = (*row[:index], process(row[index]), *row[index + 1 :])
         with self._guard("writing rows"), self.engine.begin() as conn:
-            # Straight to the driver's executemany, the statement compiled once: per
-            # row, SQLAlchemy's parameter handling cost a quarter of a bulk import.
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            # Straight to the driver, the statement compiled once: per row,
+            # SQLAlchemy's parameter handling cost a quarter of a bulk import.
+            driver = conn.connection.driver_connection
+            cursor = driver.cursor()  # type: ignore[union-attr]
             try:
-                cursor.executemany(sql, rows)
+                if upsert.rows_insert is not None:
+                    pick = upsert.pick
+                    for statement in upsert.rows_insert.statements(driver, map(pick, values)):
+                        cursor.execute(statement)
+                else:
+                    cursor.executemany(
+                        upsert.sql, [dict(zip(_UPSERT_KEYS, v, strict=True)) for v in values]
+                    )
             finally:
                 cursor.close()
 
-    def _upsert_sql(self) -> tuple[str, list[tuple[str, Any]]]:
+    def _upsert_sql(self) -> _CompiledUpsert:
         """The upsert as the driver's SQL text, and the conversions SQLAlchemy would
         apply to parameters (SQLite stores DATETIME as text in its own format)."""
         if self._compiled_upsert is None:
-            keys = [*_RECORD_FIELDS, "created_at", "updated_at", "attempts"]
             dialect = self.engine.dialect
             if self.dialect == "sqlite":
-                # Named placeholders, so that rows can stay dicts (the default is `?`).
+                # Named placeholders, so that rows can be dicts (the default is `?`).
                 dialect = sqlite.dialect(paramstyle="named")
-            sql = str(self._upsert_statement().compile(dialect=dialect, column_keys=keys))
+            sql = str(self._upsert_statement().compile(dialect=dialect, column_keys=_UPSERT_KEYS))
             processors = []
-            for key in _RECORD_FIELDS:
+            for index, key in enumerate(_RECORD_FIELDS):
                 process = _bind_processor(images.c[key], self.engine.dialect)
                 if process is not None:
-                    processors.append((key, process))
-            self._compiled_upsert = (sql, processors)
+                    processors.append((index, process))
+            rows_insert = pick = None
+            if self.dialect != "sqlite":
+                rows_insert = RowsInsert(sql)
+                pick = itemgetter(*[_UPSERT_KEYS.index(k) for k in rows_insert.columns])
+            self._compiled_upsert = _CompiledUpsert(sql, processors, rows_insert, pick)
         return self._compiled_upsert
 
     def _stamp_text(self, now: dt.datetime) -> Any:

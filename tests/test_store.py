@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import URL
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
@@ -325,3 +325,57 @@ def test_upserted_times_read_back_and_compare_in_sql(store: ImageStore) -> None:
                 "SELECT next_attempt_at FROM images WHERE file_name = 'past.jpg'"
             ).scalar()
             assert stored == past.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# Titles and names that quoting must carry through unchanged (file names on Linux
+# can hold anything but `/` and NUL; titles will come from image metadata).
+AWKWARD_TEXT = [
+    "it's.jpg",
+    'say "cheese".png',
+    "back\\slash\\.gif",
+    "new\nline\r.jpg",
+    "ctrl-z\x1a.jpg",
+    "100%.jpg",
+    "%(title)s %s.jpg",
+    "caf\u00e9 \U0001f600.jpg",
+    "'); DROP TABLE images; --.jpg",
+]
+
+
+def test_awkward_text_is_stored_exactly(store: ImageStore) -> None:
+    store.upsert([record(n, title=n + " title", description=n) for n in AWKWARD_TEXT])
+    for n in AWKWARD_TEXT:
+        row = store.get(n)
+        assert row is not None, repr(n)
+        assert (row["title"], row["description"]) == (n + " title", n)
+    assert store.counts_by_status() == {DONE: len(AWKWARD_TEXT)}
+
+
+def test_awkward_text_with_no_backslash_escapes(mariadb: MariaDB) -> None:
+    # A server (or an operator's my.cnf) may set NO_BACKSLASH_ESCAPES: a backslash
+    # is then an ordinary character, and only quotes are doubled.
+    store = ImageStore(mariadb.create_database())
+    store.open()
+    try:
+        event.listen(store.engine, "connect", _no_backslash_escapes)
+        store.engine.dispose()
+        store.upsert([record(n, title=n) for n in AWKWARD_TEXT])
+        with store.engine.connect() as conn:
+            assert "NO_BACKSLASH_ESCAPES" in conn.execute(text("SELECT @@sql_mode")).scalar_one()
+        assert sorted(r["title"] for r in store.all_rows()) == sorted(AWKWARD_TEXT)
+    finally:
+        store.close()
+
+
+def _no_backslash_escapes(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+    cursor.close()
+
+
+def test_a_batch_too_long_for_one_statement(store: ImageStore) -> None:
+    # Long names and titles: more text than the driver sends in one statement.
+    names = [f"{i:04d}-" + "\u00e9" * 240 + ".jpg" for i in range(1500)]
+    store.upsert([record(n, title="\U0001f600" * 250) for n in names])
+    assert store.counts_by_status() == {DONE: 1500}
+    assert sorted(store.file_states()) == sorted(names)
