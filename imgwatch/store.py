@@ -189,6 +189,11 @@ class ImageRecord:
     last_error: str | None = None
     next_attempt_at: dt.datetime | None = None
 
+    def __reduce__(self) -> tuple[type[ImageRecord], tuple[Any, ...]]:
+        # Pickled as its values: reading processes send thousands, and a slots
+        # dataclass's own pickling looks its fields up again for every record.
+        return (ImageRecord, _record_values(self))
+
 
 # A record's values in one C call: dataclasses.asdict copies each value deeply, which
 # cost a bulk import as much as the database driver did.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,23 @@ def test_a_batch_too_long_for_one_statement(store: ImageStore) -> None:
     store.upsert([record(n, title="\U0001f600" * 250) for n in names])
     assert store.counts_by_status() == {DONE: 1500}
     assert sorted(store.file_states()) == sorted(names)
+
+
+def test_a_record_survives_pickling_with_every_field() -> None:
+    # Reading processes send records back pickled (see imgwatch/readers.py).
+    whole = ImageRecord(
+        file_name="d/a.jpg",
+        title="A",
+        description="B",
+        status=FAILED,
+        sha256="f" * 64,
+        size_bytes=1,
+        mtime_ns=2,
+        mime_type="image/png",
+        width=3,
+        height=4,
+        last_error="why",
+        next_attempt_at=utcnow(),
+    )
+    for rec in (whole, record("x.jpg")):
+        assert pickle.loads(pickle.dumps(rec)) == rec  # noqa: S301 (our own bytes)
