@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from imgwatch import __version__
+from imgwatch.checkup import run_check
+from imgwatch.commands import run_retry, run_status
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
 from imgwatch.daemon import Daemon
+from imgwatch.dryrun import dry_run_rescan
 from imgwatch.errors import ConfigError, ImgwatchError
 from imgwatch.logsetup import configure_logging
 from imgwatch.service import rescan
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="imgwatch",
         description="Keep a folder of images, a SQL database and a WordPress media library "
-        "in step.",
+        "in step. Without a command, runs as a daemon watching the image directory.",
         epilog="Every setting can also be given as an environment variable "
         f"{ENV_PREFIX}<NAME> or in an env file (default lookup: /etc/imgwatch/imgwatch.env, "
         "then ./imgwatch.env). Exit codes: 0 ok, 1 some files failed, 64 usage, "
@@ -56,8 +59,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="reconcile the image directory once, then exit "
         "(without it imgwatch runs as a daemon, watching the directory)",
     )
-    parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from PATH")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --rescan: say what would be recorded, uploaded and marked missing, "
+        "and change nothing",
+    )
     parser.add_argument("--version", action="version", version=f"imgwatch {__version__}")
+    _add_settings(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    check = commands.add_parser(
+        "check",
+        help="validate the settings, the database, WordPress and the image directory",
+        description="Validate the settings, open the database, run the WordPress "
+        "preflight, look at the image directory and the inotify limits, and say what "
+        "would happen. Exit 0, or 78 with the first problem.",
+    )
+    _add_settings(check)
+    status = commands.add_parser(
+        "status",
+        help="counts by status, recent failures and rejections, the last scan",
+        description="Counts of rows by status, the most recent failures and rejections "
+        "with their reasons, and the last scan, read from the database.",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.add_argument(
+        "--limit",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many recent failures and rejections to show (default 10)",
+    )
+    _add_settings(status)
+    retry = commands.add_parser(
+        "retry",
+        help="make failed or rejected rows (or the named files) due again",
+        description="Make rows due again: failed uploads are tried again, other rows "
+        "are read again. The running daemon picks them up within a minute, or the "
+        "next --rescan does. Without --failed, --rejected or FILE: --failed.",
+    )
+    retry.add_argument("--failed", action="store_true", help="every failed row")
+    retry.add_argument("--rejected", action="store_true", help="every rejected row")
+    retry.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="files by path, or by name relative to the image directory",
+    )
+    _add_settings(retry)
+    return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a flag not given leaves no attribute, so a command's parser does not
+    # overwrite a setting given before the command with its own default.
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="read settings from PATH",
+    )
     group = parser.add_argument_group(
         "settings", f"each one is also {ENV_PREFIX}<NAME> in the environment or env file"
     )
@@ -69,11 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=name + "_file",
                 type=Path,
                 metavar="PATH",
+                default=argparse.SUPPRESS,
                 help=f"read the {info.description} from PATH",
             )
             continue
-        group.add_argument(flag, dest=name, metavar=name.upper(), help=info.description)
-    return parser
+        group.add_argument(
+            flag,
+            dest=name,
+            metavar=name.upper(),
+            default=argparse.SUPPRESS,
+            help=info.description,
+        )
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,11 +149,11 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for name in Settings.model_fields:
         if name in _FILE_ONLY_SECRETS:
-            path: Path | None = getattr(args, name + "_file")
+            path: Path | None = getattr(args, name + "_file", None)
             if path is not None:
                 overrides[name] = _read_secret_file(path, name)
             continue
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     return overrides
@@ -99,26 +167,41 @@ def _read_secret_file(path: Path, name: str) -> str:
         raise ConfigError(f"cannot read --{name.replace('_', '-')}-file: {exc}") from None
 
 
-def run_rescan(settings: Settings) -> int:
+def run_rescan(settings: Settings, *, dry_run: bool = False) -> int:
+    if dry_run:
+        plan = dry_run_rescan(settings)
+        print(plan.render(), flush=True)
+        return 0
     result = rescan(settings)
     print(result.line(), flush=True)
     return EXIT_FILES_FAILED if result.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dry_run and not args.rescan:
+        parser.error("--dry-run goes with --rescan")
+    if args.command and args.rescan:
+        parser.error(f"--rescan does not go with the {args.command} command")
     configure_logging("INFO")
     try:
         overrides = settings_overrides(args)
-        settings = load_settings(overrides, args.env_file)
+        settings = load_settings(overrides, getattr(args, "env_file", None))
         configure_logging(settings.log_level)
         if "db_url" in overrides and settings.database_url().password:
             log.warning(
                 "--db-url carries a password that other users can see with ps; "
                 "put IMGWATCH_DB_URL in the env file instead"
             )
+        if args.command == "check":
+            return run_check(settings)
+        if args.command == "status":
+            return run_status(settings, as_json=args.json, limit=args.limit)
+        if args.command == "retry":
+            return run_retry(settings, args.failed, args.rejected, args.files)
         if args.rescan:
-            return run_rescan(settings)
+            return run_rescan(settings, dry_run=args.dry_run)
         return Daemon(settings).run()
     except ImgwatchError as exc:
         log.error("%s", exc)

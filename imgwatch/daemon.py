@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from types import FrameType
 
+from imgwatch.admin import record_scan, rereads_due
 from imgwatch.config import Settings
 from imgwatch.debounce import Debouncer, Signature
 from imgwatch.errors import ConfigError, DatabaseUnavailable
@@ -55,6 +56,7 @@ STATUS_EVERY = 2.0
 RESTART_WATCHER_EVERY = 5.0
 # A single file read this long means a hung mount or disk, not a big file.
 STUCK_AFTER = 600
+RETRY_POLL = 10.0  # how often the reconcile thread looks for rows `imgwatch retry` marked
 
 
 class Daemon:
@@ -463,6 +465,13 @@ class Daemon:
         self._reconcile_reason = reason
         self._reconcile_wanted.set()
 
+    def _rereads_due(self) -> int:
+        try:
+            return rereads_due(self.store)
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+            return 0
+
     def _reconcile_loop(self) -> None:
         reconciler = Reconciler(
             store=self.store,
@@ -473,10 +482,18 @@ class Daemon:
             uploads=self.client is not None,
             claims=self,
         )
+        left = 0  # rows asked to be read again that the last reconcile could not read
         while True:
-            self._reconcile_wanted.wait()
+            wanted = self._reconcile_wanted.wait(RETRY_POLL)
             if self.stopping.is_set():
                 return
+            if not wanted:
+                # `imgwatch retry` (another process) marks rows in the database: a
+                # reconcile reads them. Not again for the same ones it could not read.
+                due = self._rereads_due()
+                if not due or due == left:
+                    continue
+                self._reconcile_reason = "retry"
             self._reconcile_wanted.clear()
             reason = self._reconcile_reason
             try:
@@ -495,6 +512,11 @@ class Daemon:
                 continue
             self.outage.ok()
             log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
+            try:
+                record_scan(self.store, reason, summary)
+                left = rereads_due(self.store)
+            except DatabaseUnavailable as exc:
+                self.outage.failed(exc)
             self.stats.add("recorded", summary.new + summary.changed)
             self.stats.add("rejected", summary.rejected)
             self.stats.add("missing", summary.missing)

@@ -1,6 +1,7 @@
 """Errors that end a run, each carrying the process exit code it maps to.
 
     ImgwatchError            (exit 1)
+     ├── UsageError          (exit 64, EX_USAGE: the command line is wrong)
      ├── ConfigError         (exit 78, EX_CONFIG: a restart will not help)
      └── DatabaseUnavailable (exit 75, EX_TEMPFAIL: try again later)
 
@@ -18,6 +19,12 @@ class ImgwatchError(Exception):
     """Base class: a run cannot go on."""
 
     exit_code = 1
+
+
+class UsageError(ImgwatchError):
+    """An argument that parsed but cannot be used (a file outside the image directory)."""
+
+    exit_code = os.EX_USAGE
 
 
 class ConfigError(ImgwatchError):

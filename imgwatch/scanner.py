@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -36,7 +36,6 @@ from imgwatch.store import (
     STATE_SIZE,
     FileState,
     ImageRecord,
-    ImageStore,
     KnownFile,
 )
 from imgwatch.walker import FoundFile, WalkState, check_image_dir, walk
@@ -107,6 +106,18 @@ class Readers(Protocol):
         ...
 
 
+class Rows(Protocol):
+    """What a reconcile reads and writes: the store, or a dry run's stand-in."""
+
+    def file_states(self) -> dict[str, FileState]: ...
+
+    def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]: ...
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None: ...
+
+    def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int: ...
+
+
 class Claims(Protocol):
     """Who is reading which file, shared with the daemon's file workers.
 
@@ -127,7 +138,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: ImageStore,
+        store: Rows,
         image_dir: Path,
         accept: ImageNameFilter,
         processor: FileProcessor,

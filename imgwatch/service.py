@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from imgwatch.admin import record_scan
 from imgwatch.config import Settings
 from imgwatch.errors import TransientError
 from imgwatch.filters import ImageNameFilter
@@ -109,6 +110,7 @@ def rescan(settings: Settings) -> RescanResult:
             uploads=client is not None,
             readers=readers,
         ).run()
+        record_scan(store, "rescan", summary)
         tally = None
         if up is not None:
             # An explicit rescan retries failed uploads now, whatever their schedule.

@@ -10,16 +10,18 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from operator import attrgetter, itemgetter
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Engine,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -106,6 +108,28 @@ images = Table(
 )
 
 ORIGINAL_COLUMNS = ("id", "file_name", "title", "description", "wp_url")
+
+# One row per reconcile, for `imgwatch status` (which runs in another process than
+# the daemon that scanned). Only the most recent SCANS_KEPT are kept.
+SCANS_KEPT = 1000
+scans = Table(
+    "imgwatch_scans",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("reason", String(32), nullable=False),  # startup, periodic, rescan, …
+    Column("host", String(128)),
+    Column("started_at", DateTime, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("new", Integer, nullable=False),
+    Column("changed", Integer, nullable=False),
+    Column("unchanged", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("missing", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("interrupted", Boolean, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
 
 # file_name, then KnownFile's fields in order.
 _KNOWN_COLUMNS = (
@@ -225,6 +249,29 @@ def _mysql_error_code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+@dataclass(slots=True)
+class _SchemaChange:
+    """A table to create, or (adopt) columns and indexes to add to an existing one."""
+
+    table: Table
+    columns: list[Column[Any]] = field(default_factory=list)
+    indexes: list[Index] = field(default_factory=list)
+
+    @property
+    def adopt(self) -> bool:
+        return bool(self.columns or self.indexes)
+
+    def describe(self) -> str:
+        if not self.adopt:
+            return f"create table {self.table.name}"
+        parts = []
+        if self.columns:
+            parts.append("add columns " + ", ".join(c.name for c in self.columns))
+        if self.indexes:
+            parts.append("add indexes " + ", ".join(str(i.name) for i in self.indexes))
+        return f"table {self.table.name}: " + "; ".join(parts)
+
+
 class ImageStore:
     """The images table on one database."""
 
@@ -238,15 +285,21 @@ class ImageStore:
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._compiled_upsert: _CompiledUpsert | None = None
         self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
+        self.schema_changes: list[str] = []  # what open(create=False) left undone
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
             raise ConfigError(f"unsupported database {self.dialect!r}: use SQLite or MySQL/MariaDB")
 
-    def open(self) -> None:
-        """Connect, then create the table or adopt an existing one. Safe to repeat."""
+    def open(self, *, create: bool = True) -> None:
+        """Connect, then create the tables or adopt an existing images table. Safe to
+        repeat. With create=False nothing is changed: `schema_changes` then says what
+        open() would have done (for check, status and dry runs)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(select(1))
-                self._create_or_adopt(conn)
+                changes = self._schema_changes(conn)
+                if create:
+                    self._create_or_adopt(conn, changes)
+                self.schema_changes = [] if create else [c.describe() for c in changes]
         except DBAPIError as exc:
             self.engine.dispose()
             reason = describe_db_error(exc)
@@ -259,35 +312,43 @@ class ImageStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _create_or_adopt(self, conn: Connection) -> None:
+    def _schema_changes(self, conn: Connection) -> list[_SchemaChange]:
         insp = inspect(conn)
-        if not insp.has_table(images.name):
-            metadata.create_all(conn)
-            log.info("created table images in %s", self.display_url)
-            return
+        changes = [_SchemaChange(t) for t in (images, scans) if not insp.has_table(t.name)]
+        if any(c.table is images for c in changes):
+            return changes
         present = {c["name"] for c in insp.get_columns(images.name)}
         if "file_name" not in present:
             raise ConfigError(
                 f"table images in {self.display_url} has no file_name column: "
                 "it is not an imgwatch table, refusing to change it"
             )
-        added = []
-        for column in images.columns:
-            if column.name not in present:
+        indexes = {ix["name"] for ix in insp.get_indexes(images.name)}
+        columns = [c for c in images.columns if c.name not in present]
+        missing_indexes = [ix for ix in images.indexes if ix.name not in indexes]
+        if columns or missing_indexes:
+            changes.append(_SchemaChange(images, columns, missing_indexes))
+        return changes
+
+    def _create_or_adopt(self, conn: Connection, changes: list[_SchemaChange]) -> None:
+        for change in changes:
+            if not change.adopt:
+                change.table.create(conn)
+                log.info("created table %s in %s", change.table.name, self.display_url)
+                continue
+            for column in change.columns:
                 ddl = CreateColumn(column).compile(dialect=conn.dialect)
                 conn.execute(text(f"ALTER TABLE {images.name} ADD COLUMN {ddl}"))
-                added.append(column.name)
-        indexes = {ix["name"] for ix in insp.get_indexes(images.name)}
-        for index in images.indexes:
-            if index.name not in indexes:
+            for index in change.indexes:
                 index.create(conn)
-        if added:
-            log.info("adopted existing table images: added columns %s", ", ".join(added))
+            if change.columns:
+                names = ", ".join(c.name for c in change.columns)
+                log.info("adopted existing table images: added columns %s", names)
 
     # --- reads -----------------------------------------------------------------
 
     @contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
+    def guard(self, action: str) -> Iterator[None]:
         """Database errors after open() become one DatabaseUnavailable line."""
         try:
             yield
@@ -299,7 +360,7 @@ class ImageStore:
     def file_states(self) -> dict[str, FileState]:
         """Every row as a FileState, by name, in one query: what a reconcile needs to
         tell unchanged, changed, new and gone files apart without reading them."""
-        with self._guard("reading known files"), self.engine.connect() as conn:
+        with self.guard("reading known files"), self.engine.connect() as conn:
             result = conn.execute(_STATES_QUERY)
             try:
                 # The driver's plain tuples: for 100,000 rows SQLAlchemy's per-row
@@ -340,7 +401,7 @@ class ImageStore:
             )
             .order_by(c.id)
         )
-        with self._guard("reading uploads due"), self.engine.connect() as conn:
+        with self.guard("reading uploads due"), self.engine.connect() as conn:
             return [UploadJob(*row) for row in conn.execute(query)]
 
     def mark_uploading(self, job: UploadJob, owner: str = "", lease: float = 900.0) -> bool:
@@ -368,7 +429,7 @@ class ImageStore:
                 updated_at=now,
             )
         )
-        with self._guard("claiming a row for upload"), self.engine.begin() as conn:
+        with self.guard("claiming a row for upload"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount > 0
 
     def retry_failed_now(self) -> int:
@@ -380,7 +441,7 @@ class ImageStore:
             .where(c.status == FAILED, c.next_attempt_at.is_not(None), c.next_attempt_at > now)
             .values(next_attempt_at=now)
         )
-        with self._guard("rescheduling failed uploads"), self.engine.begin() as conn:
+        with self.guard("rescheduling failed uploads"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
     def release_claims_of(self, owners: Sequence[str]) -> int:
@@ -393,7 +454,7 @@ class ImageStore:
             .where(c.claimed_until.is_not(None), c.claimed_by.in_(list(owners)))
             .values(claimed_until=None)
         )
-        with self._guard("releasing stale claims"), self.engine.begin() as conn:
+        with self.guard("releasing stale claims"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
     def claim_owners(self, prefix: str) -> list[str]:
@@ -407,7 +468,7 @@ class ImageStore:
             )
             .distinct()
         )
-        with self._guard("reading claims"), self.engine.connect() as conn:
+        with self.guard("reading claims"), self.engine.connect() as conn:
             return [row[0] for row in conn.execute(query)]
 
     def record_upload(self, job: UploadJob, media_id: int, url: str) -> bool:
@@ -445,19 +506,19 @@ class ImageStore:
             .where(c.id == job.id, c.sha256 == job.sha256)
             .values(updated_at=utcnow(), **values)
         )
-        with self._guard("updating upload state"), self.engine.begin() as conn:
+        with self.guard("updating upload state"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount > 0
 
     def media_in_use(self, media_id: int, except_id: int) -> bool:
         """Does any other row point at this attachment (shared identical content)?"""
         c = images.c
         query = select(c.id).where(c.wp_media_id == media_id, c.id != except_id).limit(1)
-        with self._guard("checking media use"), self.engine.connect() as conn:
+        with self.guard("checking media use"), self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
     def counts_by_status(self) -> dict[str, int]:
         query = select(images.c.status, func.count()).group_by(images.c.status)
-        with self._guard("counting rows"), self.engine.connect() as conn:
+        with self.guard("counting rows"), self.engine.connect() as conn:
             return {row[0]: row[1] for row in conn.execute(query)}
 
     def get(self, file_name: str) -> dict[str, Any] | None:
@@ -489,7 +550,7 @@ class ImageStore:
             for i, row in enumerate(values):
                 if row[index] is not None:
                     values[i] = (*row[:index], process(row[index]), *row[index + 1 :])
-        with self._guard("writing rows"), self.engine.begin() as conn:
+        with self.guard("writing rows"), self.engine.begin() as conn:
             # Straight to the driver, the statement compiled once: per row,
             # SQLAlchemy's parameter handling cost a quarter of a bulk import.
             driver = conn.connection.driver_connection
@@ -590,7 +651,7 @@ class ImageStore:
         count = 0
         now = utcnow()
         c = images.c
-        with self._guard("marking rows missing"), self.engine.begin() as conn:
+        with self.guard("marking rows missing"), self.engine.begin() as conn:
             for start in range(0, len(ids), _ID_CHUNK):
                 stmt = update(images).where(c.id.in_(ids[start : start + _ID_CHUNK]))
                 if names is not None:
@@ -601,7 +662,7 @@ class ImageStore:
     def forget(self, ids: Iterable[int]) -> int:
         """Remove rows (the `forget`/`purge` delete policies)."""
         count = 0
-        with self._guard("removing rows"), self.engine.begin() as conn:
+        with self.guard("removing rows"), self.engine.begin() as conn:
             for chunk in _chunks(list(ids), _ID_CHUNK):
                 count += conn.execute(delete(images).where(images.c.id.in_(chunk))).rowcount
         return count
@@ -615,7 +676,7 @@ class ImageStore:
         if not file_names:
             return {}
         query = select(*_KNOWN_COLUMNS).where(images.c.file_name.in_(list(file_names)))
-        with self._guard("reading rows"), self.engine.connect() as conn:
+        with self.guard("reading rows"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return {row[0]: KnownFile._make(row[1:]) for row in rows}
 
@@ -624,7 +685,7 @@ class ImageStore:
         c = images.c
         pattern = _like_escape(prefix) + "%"
         query = select(*_KNOWN_COLUMNS).where(c.file_name.like(pattern, escape="!"))
-        with self._guard("reading rows of a directory"), self.engine.connect() as conn:
+        with self.guard("reading rows of a directory"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [(row[0], KnownFile._make(row[1:])) for row in rows]
 
@@ -632,7 +693,7 @@ class ImageStore:
         """Give a moved file's row its new name; False if there is no such row or the
         new name already has one (then the caller treats old as gone and new as changed)."""
         c = images.c
-        with self._guard("renaming a row"), self.engine.begin() as conn:
+        with self.guard("renaming a row"), self.engine.begin() as conn:
             if conn.execute(select(c.id).where(c.file_name == new)).first() is not None:
                 return False
             result = conn.execute(
@@ -650,7 +711,7 @@ class ImageStore:
         stuck: list[str] = []
         now = utcnow()
         pattern = _like_escape(old_prefix) + "%"
-        with self._guard("renaming rows of a moved directory"), self.engine.begin() as conn:
+        with self.guard("renaming rows of a moved directory"), self.engine.begin() as conn:
             rows = conn.execute(
                 select(c.id, c.file_name).where(c.file_name.like(pattern, escape="!"))
             ).all()

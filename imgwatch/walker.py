@@ -38,6 +38,7 @@ class WalkState:
     """Walk state: directories that could not be listed keep their rows from going missing."""
 
     unreadable_dirs: list[str] = field(default_factory=list)
+    directories: int = 0  # listed, the root included: what inotify would watch
 
 
 def check_image_dir(image_dir: Path) -> Path:
@@ -72,6 +73,7 @@ def walk(
             # held open while the caller reads files (or abandons the walk).
             with os.scandir(directory) as listing:
                 entries = list(listing)
+            state.directories += 1
         except OSError as exc:
             log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
             state.unreadable_dirs.append(prefix)

@@ -1,0 +1,140 @@
+"""`imgwatch check`: is everything in place for the daemon to run, `nginx -t` style.
+
+Each check prints one line; the first problem ends the run with exit 78 and says
+what is wrong in plain words. Nothing is changed: not the database (not even its
+schema), not WordPress.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgwatch.config import Settings
+from imgwatch.errors import ConfigError, ImgwatchError, TransientError
+from imgwatch.filters import ImageNameFilter
+from imgwatch.service import media_client
+from imgwatch.store import GONE, SETTLED, STATE, STATE_MTIME, STATE_SIZE, ImageStore
+from imgwatch.walker import WalkState, check_image_dir, walk
+from imgwatch.watcher import wants_polling
+
+INOTIFY_LIMITS = Path("/proc/sys/fs/inotify")
+
+
+def run_check(settings: Settings) -> int:
+    say("settings", "valid")
+    try:
+        root = check_image_dir(settings.image_dir)
+        say("image directory", f"{root} is a readable directory")
+        store = ImageStore(settings.database_url())
+        try:
+            store.open(create=False)
+            _check_database(store)
+            _check_wordpress(settings)
+            _check_tree_and_plan(settings, root, store)
+        finally:
+            store.close()
+    except (ImgwatchError, TransientError) as exc:
+        print(f"problem: {exc}", flush=True)
+        print("check: failed", flush=True)
+        return ConfigError.exit_code
+    print("check: ok", flush=True)
+    return 0
+
+
+def say(what: str, detail: str) -> None:
+    print(f"ok: {what}: {detail}", flush=True)
+
+
+def _check_database(store: ImageStore) -> None:
+    detail = f"{store.display_url} answers"
+    if store.schema_changes:
+        detail += "; the daemon would " + "; ".join(store.schema_changes)
+    say("database", detail)
+
+
+def _check_wordpress(settings: Settings) -> None:
+    client = media_client(settings)
+    if client is None:
+        say("WordPress", "not configured: files are recorded, not uploaded")
+        return
+    try:
+        client.preflight()  # ConfigError or TransientError, in plain words
+    except TransientError as exc:
+        raise TransientError(f"WordPress is not answering: {exc}") from None
+    finally:
+        client.close()
+    say("WordPress", f"{client.api_url} accepts uploads from user {client.user!r}")
+
+
+def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> None:
+    """Walk the tree as the startup reconcile would (stat only, nothing read), then
+    compare with the rows: what the daemon would do first."""
+    state = WalkState()
+    has_rows = "create table images" not in store.schema_changes and not any(
+        c.startswith("table images") for c in store.schema_changes
+    )
+    rows = store.file_states() if has_rows else {}
+    new = changed = unchanged = 0
+    for found in walk(root, ImageNameFilter(settings.extensions), state):
+        row = rows.pop(found.file_name, None)
+        if row is None or row[STATE] == GONE:
+            new += row is None
+            changed += row is not None
+        elif row[STATE] == SETTLED and (row[STATE_SIZE], row[STATE_MTIME]) == (
+            found.size_bytes,
+            found.mtime_ns,
+        ):
+            unchanged += 1
+        else:
+            changed += 1
+    if state.unreadable_dirs:
+        first = state.unreadable_dirs[0] or "."
+        raise ConfigError(
+            f"{len(state.unreadable_dirs)} directory(ies) under {root} cannot be listed "
+            f"(first: {first!r}): give the daemon's user read and search permission"
+        )
+    _check_watch(settings, root, state.directories)
+    gone = sum(1 for r in rows.values() if r[STATE] != GONE)
+    uploads = ""
+    if settings.wordpress_enabled and has_rows:
+        uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
+    say(
+        "startup reconcile",
+        f"would read {new} new and {changed} changed file(s), leave {unchanged} unchanged, "
+        f"mark {gone} row(s) missing{uploads}",
+    )
+
+
+def _check_watch(settings: Settings, root: Path, directories: int) -> None:
+    if wants_polling(settings.watch_mode, root):
+        say(
+            "watch",
+            f"polling {directories} directory(ies) every {settings.poll_interval:g} s "
+            f"(watch mode {settings.watch_mode})",
+        )
+        return
+    watches = read_limit("max_user_watches")
+    instances = read_limit("max_user_instances")
+    if watches is not None and directories >= watches:
+        raise ConfigError(
+            f"the tree has {directories} directories but fs.inotify.max_user_watches is "
+            f"{watches}: raise it (sysctl fs.inotify.max_user_watches={2 * directories}) "
+            "or set IMGWATCH_WATCH_MODE=polling"
+        )
+    say(
+        "watch",
+        f"inotify on {directories} directory(ies); fs.inotify.max_user_watches "
+        f"{_shown(watches)} (shared by all of this user's processes), "
+        f"max_user_instances {_shown(instances)}",
+    )
+
+
+def read_limit(name: str) -> int | None:
+    try:
+        return int((INOTIFY_LIMITS / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _shown(limit: int | None) -> str:
+    return "unknown" if limit is None else str(limit)

@@ -1,0 +1,150 @@
+"""`imgwatch --rescan --dry-run`: the reconcile, with every write noted instead of made.
+
+Files are read (hashed, sniffed) as in a real rescan, so what would be recorded or
+rejected, and why, is exact. Nothing is written: not a row, not the schema, not the
+scan history; WordPress is not contacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from imgwatch.config import Settings
+from imgwatch.filters import ImageNameFilter
+from imgwatch.processor import FileProcessor
+from imgwatch.scanner import Reconciler, ScanSummary
+from imgwatch.store import (
+    PENDING,
+    REJECTED,
+    UNSETTLED,
+    FileState,
+    ImageRecord,
+    ImageStore,
+    KnownFile,
+    images,
+)
+from imgwatch.walker import check_image_dir
+
+
+class NotingStore:
+    """Stands in for the store in a reconcile: reads go to the database (which may
+    lack the images table, or some of its columns), writes are only noted."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+        changes = store.schema_changes
+        self._no_table = f"create table {images.name}" in changes
+        # A table still to be adopted has only the original service's columns.
+        self._original = not self._no_table and any(c.startswith("table images") for c in changes)
+        self.images_ready = not (self._no_table or self._original)
+        self.known: set[str] = set()
+        self.records: list[ImageRecord] = []
+        self.missing: list[str] = []
+
+    def file_states(self) -> dict[str, FileState]:
+        if self._no_table:
+            return {}
+        if self._original:
+            # Nothing read by imgwatch yet: every row is still to be read.
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(select(images.c.file_name, images.c.id)).all()
+            states: dict[str, FileState] = {r[0]: (r[0], None, None, UNSETTLED, r[1]) for r in rows}
+        else:
+            states = self.store.file_states()
+        self.known = set(states)
+        return states
+
+    def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
+        if self._no_table or not file_names:
+            return {}
+        if not self._original:
+            return self.store.lookup_many(file_names)
+        c = images.c
+        query = select(c.file_name, c.id, c.wp_url).where(c.file_name.in_(list(file_names)))
+        with self.store.engine.connect() as conn:
+            return {
+                name: KnownFile(row_id, None, None, PENDING, None, url)
+                for name, row_id, url in conn.execute(query)
+            }
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        self.records.extend(records)
+
+    def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
+        self.missing.extend(names if names is not None else [str(i) for i in ids])
+        return len(ids)
+
+
+@dataclass(slots=True)
+class DryRunPlan:
+    summary: ScanSummary
+    schema_changes: list[str]
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # name, reason
+    other: list[tuple[str, str, str]] = field(default_factory=list)  # name, status, reason
+    uploads: list[str] | None = None  # None: WordPress is not configured
+    missing: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = ["dry run: nothing was changed"]
+        lines += [f"would {change}" for change in self.schema_changes]
+        lines += [f"would record new: {n}" for n in self.new]
+        lines += [f"would record changed: {n}" for n in self.changed]
+        lines += [f"would reject: {n}: {reason}" for n, reason in self.rejected]
+        lines += [f"would record {status}: {n}: {why}" for n, status, why in self.other]
+        if self.uploads is not None:
+            lines += [f"would upload: {n}" for n in self.uploads]
+        lines += [f"would mark missing: {n}" for n in self.missing]
+        uploads = (
+            "WordPress not configured" if self.uploads is None else f"{len(self.uploads)} to upload"
+        )
+        lines.append(
+            f"dry run: {len(self.new)} new, {len(self.changed)} changed, "
+            f"{self.summary.unchanged} unchanged, {len(self.rejected)} rejected, "
+            f"{len(self.missing)} missing, {uploads}"
+        )
+        return "\n".join(lines)
+
+
+def dry_run_rescan(settings: Settings) -> DryRunPlan:
+    image_dir = check_image_dir(settings.image_dir)
+    store = ImageStore(settings.database_url())
+    try:
+        store.open(create=False)
+        rows = NotingStore(store)
+        uploads = settings.wordpress_enabled
+        summary = Reconciler(
+            store=rows,
+            image_dir=image_dir,
+            accept=ImageNameFilter(settings.extensions),
+            processor=FileProcessor(settings.default_description, settings.max_file_bytes),
+            batch_size=settings.batch_size,
+            uploads=uploads,
+        ).run()
+        plan = DryRunPlan(summary, store.schema_changes, missing=rows.missing)
+        recorded = set()
+        for record in rows.records:
+            recorded.add(record.file_name)
+            if record.status == REJECTED:
+                plan.rejected.append((record.file_name, record.last_error or ""))
+            elif record.last_error is not None:
+                plan.other.append((record.file_name, record.status, record.last_error))
+            elif record.file_name in rows.known:
+                plan.changed.append(record.file_name)
+            else:
+                plan.new.append(record.file_name)
+        if uploads:
+            plan.uploads = [
+                r.file_name for r in rows.records if r.status == PENDING and r.last_error is None
+            ]
+            if rows.images_ready:
+                due = store.due_uploads(include_scheduled=True)
+                settled = recorded | set(rows.missing)  # their upload is decided above
+                plan.uploads += [j.file_name for j in due if j.file_name not in settled]
+        return plan
+    finally:
+        store.close()

@@ -1,0 +1,86 @@
+"""`imgwatch status`: where the rows stand, what went wrong lately, the last scan.
+
+Read from the database only (a running daemon writes it; nothing is asked of the
+daemon), as text for people or JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from imgwatch.admin import last_scan, recent_problems
+from imgwatch.store import STATUSES, ImageStore, images, scans
+
+
+def gather(store: ImageStore, limit: int) -> dict[str, Any]:
+    """The report as plain data (JSON-ready: times are ISO 8601 UTC strings)."""
+    missing_tables = {c.split()[-1] for c in store.schema_changes if c.startswith("create")}
+    has_images = images.name not in missing_tables
+    counts = store.counts_by_status() if has_images else {}
+    scan = last_scan(store) if scans.name not in missing_tables else None
+    problems = recent_problems(store, limit) if has_images and limit > 0 else []
+    return {
+        "database": store.display_url,
+        "total": sum(counts.values()),
+        # Every status, zeros included: a script need not know which ones exist.
+        "counts": {s: counts.get(s, 0) for s in STATUSES}
+        | {s: n for s, n in counts.items() if s not in STATUSES},
+        "last_scan": _plain(scan) if scan is not None else None,
+        "problems": [_plain(p) for p in problems],
+    }
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in row.items() if k != "id"}
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.replace(microsecond=0).isoformat() + "Z"  # stored as naive UTC
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"database: {report['database']}"]
+    counts = report["counts"]
+    shown = ", ".join(f"{n:,} {s}" for s, n in counts.items() if n)
+    lines.append(f"rows: {report['total']:,}" + (f" ({shown})" if shown else ""))
+    scan = report["last_scan"]
+    if scan is None:
+        lines.append("last scan: none recorded")
+    else:
+        found = ", ".join(
+            f"{scan[k]:,} {k}"
+            for k in ("new", "changed", "unchanged", "rejected", "missing", "failed")
+        )
+        lines.append(
+            f"last scan: {_shown_time(scan['started_at'])} ({scan['reason']}"
+            + (f" on {scan['host']}" if scan["host"] else "")
+            + f"), took {scan['duration_s']:.1f} s"
+            + (", interrupted" if scan["interrupted"] else "")
+            + f": {found}"
+        )
+    problems = report["problems"]
+    if problems:
+        lines.append("recent failures and rejections, newest first:")
+        width = max(len(p["file_name"]) for p in problems)
+        for p in problems:
+            when = _shown_time(p["updated_at"]) if p["updated_at"] else "?"
+            retry = ""
+            if p["status"] == "failed":
+                retry = (
+                    f" (attempt {p['attempts']}, next {_shown_time(p['next_attempt_at'])})"
+                    if p["next_attempt_at"]
+                    else f" (attempt {p['attempts']}, not retried until the file changes)"
+                )
+            reason = _one_line(p["last_error"] or "no reason recorded")
+            lines.append(f"  {p['status']:<8} {when}  {p['file_name']:<{width}}  {reason}{retry}")
+    return "\n".join(lines)
+
+
+def _shown_time(iso: str) -> str:
+    return iso.replace("T", " ").removesuffix("Z") + " UTC"
+
+
+def _one_line(text: str) -> str:
+    # A reason is one line when it is written; a file name in it might not be.
+    return " ".join(text.split())
