@@ -21,8 +21,11 @@ from imgwatch.config import ENV_PREFIX, Settings, load_settings
 from imgwatch.daemon import Daemon
 from imgwatch.dryrun import dry_run_rescan
 from imgwatch.errors import ConfigError, ImgwatchError
+from imgwatch.filters import ImageNameFilter
 from imgwatch.logsetup import configure_logging
+from imgwatch.progress import rescan_progress
 from imgwatch.service import rescan
+from imgwatch.walker import check_image_dir
 
 log = logging.getLogger("imgwatch")
 
@@ -172,7 +175,9 @@ def run_rescan(settings: Settings, *, dry_run: bool = False) -> int:
         plan = dry_run_rescan(settings)
         print(plan.render(), flush=True)
         return 0
-    result = rescan(settings)
+    image_dir = check_image_dir(settings.image_dir)
+    with rescan_progress(image_dir, ImageNameFilter(settings.extensions)) as progress:
+        result = rescan(settings, progress)
     print(result.line(), flush=True)
     return EXIT_FILES_FAILED if result.failed else 0
 

@@ -57,6 +57,8 @@ class ScanSummary:
     elapsed: float = 0.0
     interrupted: bool = False
     refused_missing: int = 0  # rows not marked missing because the directory was empty
+    read: int = 0  # files read (new, changed, rejected ...), and their bytes
+    read_bytes: int = 0
 
     def line(self) -> str:
         return (
@@ -106,6 +108,13 @@ class Readers(Protocol):
         ...
 
 
+class Progress(Protocol):
+    """Told, every so often, how many files the reconcile has looked at so far, and
+    how many of them (and how many bytes) it read; see imgwatch/progress.py."""
+
+    def __call__(self, seen: int, read: int, read_bytes: int) -> None: ...
+
+
 class Rows(Protocol):
     """What a reconcile reads and writes: the store, or a dry run's stand-in."""
 
@@ -146,6 +155,7 @@ class Reconciler:
         uploads: bool = False,
         claims: Claims | None = None,
         readers: Readers | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.store = store
         self.image_dir = image_dir
@@ -156,6 +166,7 @@ class Reconciler:
         self.claims = claims
         # Only without claims: a rescan of its own, not a reconcile inside the daemon.
         self.readers = readers if claims is None else None
+        self.progress = progress
         self._in_flight: tuple[list[ToRead], list[Future[list[Outcome]]]] | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
@@ -170,6 +181,7 @@ class Reconciler:
         # Rows not (yet) seen on disk: each file's row is taken out as the walk finds
         # it, so what is left at the end is what is gone.
         unseen = self.store.file_states()
+        progress = self.progress
         seen = 0
         todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
         state = WalkState()
@@ -181,6 +193,8 @@ class Reconciler:
                 file_name = found.file_name
                 name = file_name if _plain(file_name) else row_name(file_name)
                 seen += 1
+                if progress is not None and not seen % _PROGRESS_EVERY:
+                    progress(seen, summary.read, summary.read_bytes)
                 row = unseen.pop(name, None)
                 # A settled archive takes only this path: one dict lookup, nothing read.
                 if (
@@ -198,6 +212,8 @@ class Reconciler:
                 self._record(todo, summary, cancel)
             self._write_in_flight(summary)
             self._wait_for_writes()
+            if progress is not None:
+                progress(seen, summary.read, summary.read_bytes)
         finally:
             if self._writer is not None:
                 self._writer.shutdown()
@@ -291,12 +307,14 @@ class Reconciler:
         """Count the outcomes; the records to write."""
         batch: list[ImageRecord] = []
         # Fewer outcomes than files when the reconcile was cancelled midway.
-        for (_, row), outcome in zip(files, outcomes, strict=False):
+        for (found, row), outcome in zip(files, outcomes, strict=False):
             if outcome == UNCHANGED:
                 summary.unchanged += 1
             elif isinstance(outcome, ImageRecord):
                 self._count(summary, outcome, is_new=row is None)
                 batch.append(outcome)
+                summary.read += 1
+                summary.read_bytes += found.size_bytes
         return batch
 
     def _take(self, file_name: str, held: list[str]) -> bool:
@@ -383,6 +401,10 @@ def settle_status(record: ImageRecord, row: KnownFile | None, uploads: bool) -> 
     if not uploaded:
         record.status = PENDING
 
+
+# Files walked between two progress reports: often enough for a bar, rarely enough
+# to cost nothing on the walk of an unchanged tree.
+_PROGRESS_EVERY = 256
 
 # Fewer files than this are read in the reconcile's own process: handing them to
 # other processes would cost more than it saves.

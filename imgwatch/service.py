@@ -14,7 +14,7 @@ from imgwatch.errors import TransientError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
-from imgwatch.scanner import Reconciler, ScanSummary
+from imgwatch.scanner import Progress, Reconciler, ScanSummary
 from imgwatch.store import ImageStore
 from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
 from imgwatch.walker import check_image_dir
@@ -87,7 +87,7 @@ def preflight(client: MediaClient, breaker: Breaker) -> None:
         log.info("WordPress: %s, user %r may upload", client.api_url, client.user)
 
 
-def rescan(settings: Settings) -> RescanResult:
+def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult:
     """Reconcile once: record what is on disk, then upload what WordPress lacks."""
     # Checked before the database is touched: a typo in the path should not create a database.
     image_dir = check_image_dir(settings.image_dir)
@@ -109,6 +109,7 @@ def rescan(settings: Settings) -> RescanResult:
             batch_size=settings.batch_size,
             uploads=client is not None,
             readers=readers,
+            progress=progress,
         ).run()
         record_scan(store, "rescan", summary)
         tally = None
