@@ -27,6 +27,7 @@ from imgwatch.config import Settings
 from imgwatch.debounce import Debouncer, Signature
 from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
+from imgwatch.metadata import SIDECAR_SUFFIX
 from imgwatch.notify import Notifier
 from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler
@@ -287,6 +288,8 @@ class Daemon:
     def _route(self, change: Change) -> None:
         """One watcher Change -> debouncer deadlines or writer ops. No I/O but a directory walk."""
         kind = change.kind
+        if self._route_sidecar(change):
+            return
         if kind in {"created", "written", "closed", "deleted", "recheck"}:
             key = self._file_key(change.path)
             if key is not None:
@@ -303,6 +306,20 @@ class Daemon:
             self._route_move(self._file_key(change.path), self._file_key(change.dest))
         else:
             self._route_dir(kind, self._dir_key(change.path), self._dir_key(change.dest))
+
+    def _route_sidecar(self, change: Change) -> bool:
+        """A sidecar (`photo.jpg.json`) written, moved or deleted: its image is looked
+        at again, once the sidecar is quiet. True if the change was about one."""
+        images = [
+            key
+            for path in (change.path, change.dest)
+            if path is not None
+            and path.endswith(SIDECAR_SUFFIX)
+            and (key := self._file_key(path[: -len(SIDECAR_SUFFIX)])) is not None
+        ]
+        for key in images:
+            self.debouncer.touch(key, closed=change.kind in {"closed", "deleted", "moved"})
+        return bool(images)
 
     def _track_open(self, key: str, is_open: bool) -> None:
         if is_open:

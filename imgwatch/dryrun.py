@@ -51,7 +51,9 @@ class NotingStore:
             # Nothing read by imgwatch yet: every row is still to be read.
             with self.store.engine.connect() as conn:
                 rows = conn.execute(select(images.c.file_name, images.c.id)).all()
-            states: dict[str, FileState] = {r[0]: (r[0], None, None, UNSETTLED, r[1]) for r in rows}
+            states: dict[str, FileState] = {
+                r[0]: (r[0], None, None, UNSETTLED, r[1], None) for r in rows
+            }
         else:
             states = self.store.file_states()
         self.known = set(states)

@@ -1,4 +1,4 @@
-"""What a file really is: type from its first bytes, dimensions from its header.
+"""What a file really is: type from its first bytes, dimensions and text from its header.
 
 Nothing here trusts the file name. The file is opened once, without following
 a FIFO into a blocking read, hashed in a stream, and never decoded in full.
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
+
+from imgwatch.metadata import TextFields, embedded_text, upright_size
 
 # Longest signature below, plus room for the RIFF/WEBP form.
 SNIFF_BYTES = 16
@@ -44,8 +46,9 @@ class ImageFacts:
     size_bytes: int
     mtime_ns: int
     mime_type: str
-    width: int
+    width: int  # as shown: EXIF orientation applied
     height: int
+    text: TextFields  # title, description, caption, alt text from XMP/IPTC/EXIF
 
 
 class FileUnstable(Exception):
@@ -112,7 +115,7 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
                 raise NotAnImage(f"not an image: content {describe_content(head)}")
             mime, fmt = kind
             f.seek(0)
-            width, height = _dimensions(f, fmt)
+            width, height, text = _header(f, fmt)
             if not digest:
                 f.seek(0)
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
@@ -132,6 +135,7 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
         mime_type=mime,
         width=width,
         height=height,
+        text=text,
     )
 
 
@@ -147,14 +151,16 @@ def _read_up_to(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _dimensions(f: BinaryIO, fmt: str) -> tuple[int, int]:
-    """Width and height from the header only; Pillow decodes no pixels here."""
+def _header(f: BinaryIO, fmt: str) -> tuple[int, int, TextFields]:
+    """Width, height and text fields from the header only; Pillow decodes no pixels."""
     try:
         with warnings.catch_warnings():
             # Over MAX_IMAGE_PIXELS Pillow warns; over twice that it raises. Both are rejections.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f, formats=[fmt]) as img:
                 width, height = img.size
+                shown = upright_size(img)
+                text = embedded_text(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise NotAnImage(f"image too large to process safely: {exc}") from None
     except UnidentifiedImageError:
@@ -167,7 +173,7 @@ def _dimensions(f: BinaryIO, fmt: str) -> tuple[int, int]:
         raise
     if width <= 0 or height <= 0:
         raise NotAnImage(f"corrupt {fmt} header: size {width}x{height}")
-    return width, height
+    return *shown, text
 
 
 # Files up to this size are read whole into memory (the workers hold one each).

@@ -9,6 +9,7 @@ import os
 import posixpath
 
 from imgwatch.imaging import FileUnstable, NotAnImage, inspect_image, is_transient_os_error
+from imgwatch.metadata import SidecarError, TextFields, read_sidecar, sidecar_mtime
 from imgwatch.store import (
     DONE,
     FAILED,
@@ -59,9 +60,17 @@ class FileProcessor:
         self.max_bytes = max_bytes
 
     def process(
-        self, file_name: str, path: str, size_bytes: int, mtime_ns: int
+        self,
+        file_name: str,
+        path: str,
+        size_bytes: int,
+        mtime_ns: int,
+        has_sidecar: bool = True,
     ) -> ImageRecord | None:
         """The row for this file, or None if the file vanished before it could be read.
+
+        has_sidecar=False (the caller's walk saw no `<file>.json`) saves looking for
+        one: most files have none.
 
         size_bytes and mtime_ns are what the caller saw; a rejected row keeps them
         so that the same bad file is not read again until it changes.
@@ -98,6 +107,7 @@ class FileProcessor:
             record.next_attempt_at = utcnow() + RETRY_AFTER
             log.warning("failed %r: %s", file_name, reason)
             return record
+        self._describe(record, facts.text, path if has_sidecar else None)
         record.status = DONE
         record.sha256 = facts.sha256
         record.size_bytes = facts.size_bytes
@@ -114,6 +124,28 @@ class FileProcessor:
             facts.size_bytes,
         )
         return record
+
+    @staticmethod
+    def _describe(record: ImageRecord, embedded: TextFields, path: str | None) -> None:
+        """Title, description, caption and alt text: the sidecar's (when path is
+        given), then the image's own, then the defaults already in the record."""
+        text = embedded
+        try:
+            sidecar = read_sidecar(path) if path is not None else None
+        except SidecarError as exc:
+            # The image is fine; only the words beside it are not used (until the
+            # sidecar changes: its mtime is kept like a good one's).
+            log.warning("ignored the sidecar of %r: %s", record.file_name, exc)
+            record.sidecar_mtime_ns = sidecar_mtime(path)  # type: ignore[arg-type]
+            sidecar = None
+        if sidecar is not None:
+            text = sidecar.fields.over(embedded)
+            record.sidecar_fields = sidecar.fields.given()
+            record.sidecar_mtime_ns = sidecar.mtime_ns
+        record.title = text.title or record.title
+        record.description = text.description or record.description
+        record.caption = text.caption
+        record.alt_text = text.alt_text
 
     def reject(
         self, name: str, reason: str, size_bytes: int, mtime_ns: int, path_name: str

@@ -33,6 +33,7 @@ from imgwatch.store import (
     STATE,
     STATE_ID,
     STATE_MTIME,
+    STATE_SIDECAR,
     STATE_SIZE,
     FileState,
     ImageRecord,
@@ -84,7 +85,13 @@ def examine(
     if reason is not None:
         name = found.file_name if unstorable is None else stand_in_name(found.file_name)
         return processor.reject(name, reason, found.size_bytes, found.mtime_ns, found.file_name)
-    record = processor.process(found.file_name, found.path, found.size_bytes, found.mtime_ns)
+    record = processor.process(
+        found.file_name,
+        found.path,
+        found.size_bytes,
+        found.mtime_ns,
+        has_sidecar=found.sidecar_mtime_ns is not None,
+    )
     if record is None:
         return VANISHED
     settle_status(record, row, uploads)
@@ -202,6 +209,7 @@ class Reconciler:
                     and row[STATE] == SETTLED
                     and row[STATE_SIZE] == found.size_bytes
                     and row[STATE_MTIME] == found.mtime_ns
+                    and row[STATE_SIDECAR] == found.sidecar_mtime_ns
                 ):
                     summary.unchanged += 1
                     continue
@@ -378,12 +386,14 @@ def _is_unchanged(found: FoundFile, row: KnownFile | None) -> bool:
     What is left to do for such a row (an upload) is found from its status, not by
     reading the file again. A rejected row has no hash but is settled too.
     """
-    return (
-        row is not None
-        and row.status != MISSING
-        and (row.sha256 is not None or row.status == REJECTED)
-        and row.size_bytes == found.size_bytes
-        and row.mtime_ns == found.mtime_ns
+    if row is None or row.status == MISSING:
+        return False
+    if row.status == REJECTED:  # the words beside a file that is no image do not matter
+        return (row.size_bytes, row.mtime_ns) == (found.size_bytes, found.mtime_ns)
+    return row.sha256 is not None and (row.size_bytes, row.mtime_ns, row.sidecar_mtime_ns) == (
+        found.size_bytes,
+        found.mtime_ns,
+        found.sidecar_mtime_ns,
     )
 
 

@@ -90,6 +90,10 @@ images = Table(
     Column("mime_type", String(64)),
     Column("width", Integer),
     Column("height", Integer),
+    # From the image's own metadata or its sidecar file (see metadata.py).
+    Column("caption", Text),
+    Column("alt_text", Text),
+    Column("sidecar_mtime_ns", BigInteger),  # of `<file>.json` when last read
     Column("wp_media_id", BigInteger),
     Column("status", String(16), nullable=False, server_default=PENDING),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -141,15 +145,18 @@ _KNOWN_COLUMNS = (
     images.c.sha256,
     images.c.wp_url,
     images.c.wp_media_id,
+    images.c.sidecar_mtime_ns,
 )
 
 # What a reconcile compares with the disk, one plain tuple per row (see file_states).
-FileState = tuple[str, int | None, int | None, int, int]  # name, size, mtime, state, id
+# name, size, mtime, state, id, sidecar mtime
+FileState = tuple[str, int | None, int | None, int, int, int | None]
 # Final, so that mypy knows each element's type when a tuple is indexed with them.
 STATE_SIZE: Final = 1
 STATE_MTIME: Final = 2
 STATE: Final = 3
 STATE_ID: Final = 4
+STATE_SIDECAR: Final = 5
 # STATE values: the file's facts were read (size and mtime say whether it changed),
 # still to be read (pending without a hash, failed), or marked missing.
 SETTLED, UNSETTLED, GONE = 1, 0, 2
@@ -163,6 +170,7 @@ _STATES_QUERY = select(
         else_=UNSETTLED,
     ),
     images.c.id,
+    images.c.sidecar_mtime_ns,
 )
 
 
@@ -181,6 +189,7 @@ class KnownFile(NamedTuple):
     sha256: str | None
     wp_url: str | None
     wp_media_id: int | None = None
+    sidecar_mtime_ns: int | None = None
 
 
 class UploadJob(NamedTuple):
@@ -194,6 +203,8 @@ class UploadJob(NamedTuple):
     description: str | None
     wp_media_id: int | None
     attempts: int
+    caption: str | None = None
+    alt_text: str | None = None
 
 
 @dataclass(slots=True)
@@ -212,17 +223,23 @@ class ImageRecord:
     height: int | None = None
     last_error: str | None = None
     next_attempt_at: dt.datetime | None = None
+    caption: str | None = None
+    alt_text: str | None = None
+    sidecar_mtime_ns: int | None = None
+    # Not a column: the fields a sidecar file gave, which replace what the row has.
+    sidecar_fields: tuple[str, ...] = ()
 
     def __reduce__(self) -> tuple[type[ImageRecord], tuple[Any, ...]]:
         # Pickled as its values: reading processes send thousands, and a slots
         # dataclass's own pickling looks its fields up again for every record.
-        return (ImageRecord, _record_values(self))
+        return (ImageRecord, _all_record_values(self))
 
 
 # A record's values in one C call: dataclasses.asdict copies each value deeply, which
 # cost a bulk import as much as the database driver did.
-_RECORD_FIELDS = tuple(f.name for f in fields(ImageRecord))
+_RECORD_FIELDS = tuple(f.name for f in fields(ImageRecord) if f.name in images.c)
 _record_values = attrgetter(*_RECORD_FIELDS)
+_all_record_values = attrgetter(*(f.name for f in fields(ImageRecord)))
 # An upsert row: a record's values, then what the upsert adds to each row.
 _UPSERT_KEYS = [*_RECORD_FIELDS, "created_at", "updated_at", "attempts"]
 
@@ -392,6 +409,8 @@ class ImageStore:
                 c.description,
                 c.wp_media_id,
                 c.attempts,
+                c.caption,
+                c.alt_text,
             )
             .where(c.sha256.is_not(None))
             .where(
@@ -402,7 +421,7 @@ class ImageStore:
             .order_by(c.id)
         )
         with self.guard("reading uploads due"), self.engine.connect() as conn:
-            return [UploadJob(*row) for row in conn.execute(query)]
+            return [UploadJob._make(row) for row in conn.execute(query)]
 
     def mark_uploading(self, job: UploadJob, owner: str = "", lease: float = 900.0) -> bool:
         """Claim the row for upload until now + lease seconds.
@@ -566,6 +585,19 @@ class ImageStore:
                     )
             finally:
                 cursor.close()
+            self._apply_sidecars(conn, records)
+
+    @staticmethod
+    def _apply_sidecars(conn: Connection, records: Sequence[ImageRecord]) -> None:
+        """What a sidecar file says replaces what the row has, a person's edit too:
+        the file is the operator's own instruction. (The upsert only fills empty
+        fields.) Rare, so one UPDATE per row is fine."""
+        for record in records:
+            if record.sidecar_fields:
+                values = {name: getattr(record, name) for name in record.sidecar_fields}
+                conn.execute(
+                    update(images).where(images.c.file_name == record.file_name).values(**values)
+                )
 
     def _upsert_sql(self) -> _CompiledUpsert:
         """The upsert as the driver's SQL text, and the conversions SQLAlchemy would
@@ -628,12 +660,15 @@ class ImageStore:
             "mime_type": new.mime_type,
             "width": new.width,
             "height": new.height,
+            "sidecar_mtime_ns": new.sidecar_mtime_ns,
             "attempts": new.attempts,
             "last_error": new.last_error,
             "next_attempt_at": new.next_attempt_at,
             "updated_at": new.updated_at,
             "title": func.coalesce(c.title, new.title),
             "description": func.coalesce(c.description, new.description),
+            "caption": func.coalesce(c.caption, new.caption),
+            "alt_text": func.coalesce(c.alt_text, new.alt_text),
             "created_at": func.coalesce(c.created_at, new.created_at),
         }
         if self.dialect == "sqlite":

@@ -268,7 +268,12 @@ class Uploader:
                 mime_type=job.mime_type,
                 md5_hex=md5.hexdigest(),
                 slug=slug,
-                fields={"title": job.title or "", "description": job.description or ""},
+                fields={
+                    "title": job.title or "",
+                    "description": job.description or "",
+                    "caption": job.caption or "",
+                    "alt_text": job.alt_text or "",
+                },
             )
 
     def _drop_replaced(self, job: UploadJob, media: Media) -> None:

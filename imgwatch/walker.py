@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from imgwatch.errors import ConfigError
 from imgwatch.filters import TEMP_SUFFIXES, ImageNameFilter, is_hidden_or_temp
+from imgwatch.metadata import SIDECAR_SUFFIX, sidecar_mtime
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class FoundFile(NamedTuple):
     mtime_ns: int
     # Why this is no image file at all (a FIFO, a link leading out); None for a file.
     problem: str | None = None
+    # The mtime of `<name>.json` beside it (see metadata.py), None when there is none.
+    sidecar_mtime_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -68,16 +71,11 @@ def walk(
     extensions = accept.extensions
     while stack:
         directory, prefix = stack.pop()
-        try:
-            # Listed in full before anything is yielded: the directory handle is not
-            # held open while the caller reads files (or abandons the walk).
-            with os.scandir(directory) as listing:
-                entries = list(listing)
-            state.directories += 1
-        except OSError as exc:
-            log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
-            state.unreadable_dirs.append(prefix)
-            continue
+        entries = _listing(directory, prefix, state)
+        # The names of images with a sidecar: usually none, then one test per image.
+        sidecars = {
+            e.name[: -len(SIDECAR_SUFFIX)] for e in entries if e.name.endswith(SIDECAR_SUFFIX)
+        }
         # This loop runs once per file of the archive: it keeps to what it must
         # (one stat per candidate, nothing opened) and to cheap string tests.
         for entry in entries:
@@ -101,7 +99,26 @@ def walk(
             except OSError as exc:
                 log.warning("cannot stat %r: %s", rel, exc.strerror)
                 continue
+            if sidecars and name in sidecars:
+                found = found._replace(sidecar_mtime_ns=sidecar_mtime(entry.path))
             yield found
+
+
+def _listing(directory: str, prefix: str, state: WalkState) -> list[os.DirEntry[str]]:
+    """A directory's entries; none (noted in state) when it cannot be listed.
+
+    Listed in full before anything is yielded: the directory handle is not held
+    open while the caller reads files (or abandons the walk).
+    """
+    try:
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+    except OSError as exc:
+        log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
+        state.unreadable_dirs.append(prefix)
+        return []
+    state.directories += 1
+    return entries
 
 
 _SPECIAL = {
@@ -151,4 +168,5 @@ def find_one(root: Path, file_name: str) -> FoundFile | None:
         return None
     if stat.S_ISDIR(lst.st_mode):
         return None
-    return classify(path, file_name, str(root), lst)
+    found = classify(path, file_name, str(root), lst)
+    return found._replace(sidecar_mtime_ns=sidecar_mtime(path))

@@ -136,11 +136,16 @@ class DyingProcessor(FileProcessor):
     """Kills the reading process that gets `die.png`, as the OOM killer would."""
 
     def process(
-        self, file_name: str, path: str, size_bytes: int, mtime_ns: int
+        self,
+        file_name: str,
+        path: str,
+        size_bytes: int,
+        mtime_ns: int,
+        has_sidecar: bool = True,
     ) -> ImageRecord | None:
         if file_name == "die.png" and multiprocessing.parent_process() is not None:
             os._exit(137)
-        return super().process(file_name, path, size_bytes, mtime_ns)
+        return super().process(file_name, path, size_bytes, mtime_ns, has_sidecar)
 
 
 def test_a_reading_process_that_dies_leaves_its_files_to_the_rescan(
