@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     stop_timeout: float = Field(
         default=20.0, ge=0, description="seconds to let in-flight work finish on SIGTERM"
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT for /metrics (Prometheus) and the / and /healthz health "
+        "checks, e.g. 127.0.0.1:9464 or [::1]:9464; unset: no listener",
+    )
 
     @field_validator("extensions", mode="before")
     @classmethod
@@ -183,6 +188,7 @@ class Settings(BaseSettings):
         "wp_user",
         "wp_password",
         "wp_ca_bundle",
+        "metrics_listen",
         mode="before",
     )
     @classmethod
@@ -198,6 +204,17 @@ class Settings(BaseSettings):
         if any(v is not None for v in given) and not all(v is not None for v in given):
             raise ValueError("WP_API_URL, WP_USER and WP_PASSWORD are needed together")
         return self
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            listen_address(value)  # raises ValueError with the reason
+        return value
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return listen_address(self.metrics_listen) if self.metrics_listen else None
 
     @property
     def max_file_bytes(self) -> int:
@@ -236,6 +253,18 @@ class Settings(BaseSettings):
                 query={"charset": "utf8mb4"},
             )
         return URL.create("sqlite", database=str(default_sqlite_path()))
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """(host, port) from `HOST:PORT` or `[IPV6]:PORT`."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets: [::1]:9464")
+    return host, int(port)
 
 
 def _with_mysql_defaults(url: URL) -> URL:

@@ -27,7 +27,9 @@ from imgwatch.config import Settings
 from imgwatch.debounce import Debouncer, Signature
 from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
+from imgwatch.listener import DatabaseCheck, Listener
 from imgwatch.metadata import SIDECAR_SUFFIX
+from imgwatch.metrics import Metrics
 from imgwatch.notify import Notifier
 from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler
@@ -123,6 +125,9 @@ class Daemon:
         self._next_watch_attempt = 0.0
         self._watch_limit_reported = False
         self._last_error = LastError(self.stats)
+        self.metrics = Metrics() if settings.metrics_address else None
+        self.listener: Listener | None = None
+        self._database_check = DatabaseCheck(self.store.ping)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -139,6 +144,7 @@ class Daemon:
                 self.uploads = UploadDispatcher(up, self.store, self.stats, self.outage)
             self.watcher.start()
             log.info("watching %s (%s)", self.root, self.watcher.mode)
+            self._start_listener()
             self._start_threads()
             started = True
             self.notifier.ready(self.status_line())
@@ -147,6 +153,35 @@ class Daemon:
         finally:
             self._shutdown(started)
         return 0
+
+    def _start_listener(self) -> None:
+        address = self.settings.metrics_address
+        if self.metrics is None or address is None:
+            return
+        metrics = self.metrics
+        self.store.on_written = metrics.rows_written
+        breaker = None
+        if self.uploads is not None:
+            self.uploads.uploader.on_upload = metrics.upload_done
+            self.uploads.uploader.on_retry = metrics.upload_retries.inc
+            breaker = self.uploads.uploader.breaker
+        metrics.watch(
+            queue_depth=self.queue_depth,
+            database_up=lambda: not self.outage.down,
+            watching=lambda: self._watch_problem is None and self.watcher.alive(),
+            wordpress_up=(lambda: not breaker.is_open()) if breaker is not None else None,
+        )
+        self.listener = Listener(*address, metrics.registry, self.trouble)
+        self.listener.start()
+
+    def trouble(self) -> str | None:
+        """What the health check answers 503 for, or None: not watching the image
+        directory, or the database not answering."""
+        if self._watch_problem is not None:
+            return self._watch_problem
+        if not self.watcher.alive():
+            return f"not watching {self.root}: the file watcher has stopped"
+        return self._database_check()
 
     def _start_threads(self) -> None:
         self.writer.start()
@@ -160,6 +195,8 @@ class Daemon:
         self.notifier.stopping(f"stopping: {self.queue_depth()} queued")
         deadline = time.monotonic() + self.settings.stop_timeout
         self.watcher.stop()
+        if self.listener is not None:
+            self.listener.stop()
         unfinished: list[str] = []
         if started:
             self._reconcile_wanted.set()
@@ -247,6 +284,8 @@ class Daemon:
         self.debouncer.events_lost()
         self._open.clear()
         log.warning("file events were lost (queue overflow); reconciling")
+        if self.metrics is not None:
+            self.metrics.overflows.inc()
         self.request_reconcile("overflow")
 
     def _take_changes(self) -> None:
@@ -529,6 +568,8 @@ class Daemon:
                 continue
             self.outage.ok()
             log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
+            if self.metrics is not None:
+                self.metrics.scan_done(reason, summary.elapsed)
             try:
                 record_scan(self.store, reason, summary)
                 left = rereads_due(self.store)

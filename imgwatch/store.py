@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from operator import attrgetter, itemgetter
@@ -303,6 +303,8 @@ class ImageStore:
         self._compiled_upsert: _CompiledUpsert | None = None
         self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
         self.schema_changes: list[str] = []  # what open(create=False) left undone
+        # Told of every batch of rows once committed (the daemon's metrics).
+        self.on_written: Callable[[Sequence[ImageRecord]], None] | None = None
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
             raise ConfigError(f"unsupported database {self.dialect!r}: use SQLite or MySQL/MariaDB")
 
@@ -328,6 +330,15 @@ class ImageStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> str | None:
+        """None if the database answers now, else why not (one line, no password)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except (DBAPIError, self._driver_error) as exc:
+            return f"database {self.display_url} is unreachable: {describe_db_error(exc)}"
+        return None
 
     def _schema_changes(self, conn: Connection) -> list[_SchemaChange]:
         insp = inspect(conn)
@@ -586,6 +597,8 @@ class ImageStore:
             finally:
                 cursor.close()
             self._apply_sidecars(conn, records)
+        if self.on_written is not None:
+            self.on_written(records)
 
     @staticmethod
     def _apply_sidecars(conn: Connection, records: Sequence[ImageRecord]) -> None:

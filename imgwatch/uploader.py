@@ -107,6 +107,11 @@ class Breaker:
         with self._lock:
             self._open_until = 0.0
 
+    def is_open(self) -> bool:
+        """True while uploads are paused after WordPress failed."""
+        with self._lock:
+            return self._clock() < self._open_until
+
     def check(self) -> None:
         """Raise TransientError while open."""
         with self._lock:
@@ -162,6 +167,9 @@ class Uploader:
         # Two rows with the same content must not both miss the lookup and both upload.
         self._slug_locks = [threading.Lock() for _ in range(64)]
         self._tally_lock = threading.Lock()
+        # Told of each upload's outcome and duration, and of each retry (metrics).
+        self.on_upload: Callable[[str, float], None] | None = None
+        self.on_retry: Callable[[], None] | None = None
 
     def slug_for(self, job: UploadJob) -> str:
         if self.share_identical:
@@ -185,6 +193,13 @@ class Uploader:
 
     def upload(self, job: UploadJob) -> str:
         """Bring one row to `done` or `failed`; returns done|reused|failed|skipped."""
+        started = time.monotonic()
+        outcome = self._upload(job)
+        if self.on_upload is not None:
+            self.on_upload(outcome, time.monotonic() - started)
+        return outcome
+
+    def _upload(self, job: UploadJob) -> str:
         if not self.store.mark_uploading(job, self.owner, self.lease):
             # New content (that version will be uploaded), or another daemon on this
             # database is uploading it right now.
@@ -240,6 +255,8 @@ class Uploader:
                     raise
                 pause = self.policy.delay(attempt, exc.retry_after)
                 log.info("retrying %r in %.1fs: %s", job.file_name, pause, exc)
+                if self.on_retry is not None:
+                    self.on_retry()
                 time.sleep(pause)
             # The loop goes back to the lookup: an upload that timed out may have landed.
 

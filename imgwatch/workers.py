@@ -145,6 +145,11 @@ class Outage:
                 self._last_said = now
                 log.warning("database still unavailable after %.0fs: %s", now - self._since, exc)
 
+    @property
+    def down(self) -> bool:
+        """Whether the last database call failed (and none has succeeded since)."""
+        return self._since is not None
+
     def ok(self) -> None:
         if self._since is None:
             return
