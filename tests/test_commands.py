@@ -18,7 +18,7 @@ from imgwatch.store import DONE, FAILED, PENDING, REJECTED, ImageStore, utcnow
 from tests.daemonproc import wait_rows
 from tests.imagefiles import write_image
 from tests.runner import run
-from tests.servers import WordPress
+from tests.servers import MariaDB, WordPress
 from tests.test_daemon import daemon_env, start
 from tests.test_uploader import wp_env
 
@@ -139,6 +139,30 @@ def test_retry_failed_uploads_makes_them_due_now(image_dir: Path, db_url: URL) -
         assert all(j.attempts == 0 for j in due)
         row = store.get("a.jpg")
         assert row is not None and row["next_attempt_at"] <= utcnow()
+    finally:
+        store.close()
+
+
+def test_a_retried_failed_upload_reaches_wordpress(
+    image_dir: Path, mariadb: MariaDB, live_wordpress: WordPress
+) -> None:
+    db = mariadb.create_database()
+    write_image(image_dir / "a.jpg")
+    wp = wp_env(live_wordpress)
+    imgwatch("--rescan", image_dir=image_dir, db=db, **wp)
+    store = ImageStore(db)
+    try:
+        # As WordPress refusing it for good would have left it.
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE images SET status='failed', wp_url=NULL, wp_media_id=NULL, "
+                "last_error='WordPress answered 413', next_attempt_at=NULL"
+            )
+        imgwatch("retry", "--failed", image_dir=image_dir, db=db)
+        result = imgwatch("--rescan", image_dir=image_dir, db=db, **wp)
+        assert "; wordpress: 0 uploaded, 1 linked to existing media, 0 failed" in result.stdout
+        row = store.get("a.jpg")
+        assert row is not None and row["status"] == DONE and row["wp_url"]
     finally:
         store.close()
 
@@ -273,6 +297,15 @@ def test_check_with_wordpress(image_dir: Path, db_url: URL, live_wordpress: Word
     [
         ({"IMGWATCH_DB_URL": "mysql+pymysql://u:pw-secret@127.0.0.1:1/x"}, "is unreachable"),
         ({"IMGWATCH_IMAGE_DIR": "/no/such/dir"}, "does not exist"),
+        (
+            {
+                "IMGWATCH_WP_API_URL": "http://127.0.0.1:1/wp-json/wp/v2/media",
+                "IMGWATCH_WP_USER": "u",
+                "IMGWATCH_WP_PASSWORD": "pw-secret",
+                "IMGWATCH_WP_CONNECT_TIMEOUT": "2",
+            },
+            "WordPress is not answering",
+        ),
     ],
 )
 def test_check_stops_at_the_first_problem_with_78(
