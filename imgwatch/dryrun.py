@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from imgwatch.config import Settings
-from imgwatch.filters import ImageNameFilter
-from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Reconciler, ScanSummary
+from imgwatch.scanner import ScanSummary
+from imgwatch.service import reconciler
 from imgwatch.store import (
     PENDING,
     REJECTED,
@@ -119,14 +118,7 @@ def dry_run_rescan(settings: Settings) -> DryRunPlan:
         store.open(create=False)
         rows = NotingStore(store)
         uploads = settings.wordpress_enabled
-        summary = Reconciler(
-            store=rows,
-            image_dir=image_dir,
-            accept=ImageNameFilter(settings.extensions),
-            processor=FileProcessor(settings.default_description, settings.max_file_bytes),
-            batch_size=settings.batch_size,
-            uploads=uploads,
-        ).run()
+        summary = reconciler(settings, rows, image_dir, uploads=uploads).run()
         plan = DryRunPlan(summary, store.schema_changes, missing=rows.missing)
         recorded = set()
         for record in rows.records:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from imgwatch.admin import record_scan
 from imgwatch.config import Settings
@@ -14,7 +15,7 @@ from imgwatch.errors import TransientError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
-from imgwatch.scanner import Progress, Reconciler, ScanSummary
+from imgwatch.scanner import Progress, Readers, Reconciler, Rows, ScanSummary
 from imgwatch.store import ImageStore
 from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
 from imgwatch.walker import check_image_dir
@@ -87,6 +88,28 @@ def preflight(client: MediaClient, breaker: Breaker) -> None:
         log.info("WordPress: %s, user %r may upload", client.api_url, client.user)
 
 
+def reconciler(
+    settings: Settings,
+    store: Rows,
+    image_dir: Path,
+    *,
+    uploads: bool,
+    readers: Readers | None = None,
+    progress: Progress | None = None,
+) -> Reconciler:
+    """A one-shot reconcile of image_dir as the settings say (--rescan, dry runs)."""
+    return Reconciler(
+        store=store,
+        image_dir=image_dir,
+        accept=ImageNameFilter(settings.extensions),
+        processor=FileProcessor(settings.default_description, settings.max_file_bytes),
+        batch_size=settings.batch_size,
+        uploads=uploads,
+        readers=readers,
+        progress=progress,
+    )
+
+
 def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult:
     """Reconcile once: record what is on disk, then upload what WordPress lacks."""
     # Checked before the database is touched: a typo in the path should not create a database.
@@ -101,12 +124,10 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
         up = uploader(settings, client, store) if client else None
         if client and up:
             preflight(client, up.breaker)
-        summary = Reconciler(
-            store=store,
-            image_dir=image_dir,
-            accept=ImageNameFilter(settings.extensions),
-            processor=FileProcessor(settings.default_description, settings.max_file_bytes),
-            batch_size=settings.batch_size,
+        summary = reconciler(
+            settings,
+            store,
+            image_dir,
             uploads=client is not None,
             readers=readers,
             progress=progress,

@@ -35,6 +35,12 @@ def running_mariadb(prefix: str) -> Iterator[MariaDB]:
     server.stop()
 
 
+@pytest.fixture
+def own_mariadb() -> Iterator[MariaDB]:
+    """A MariaDB of the test's own: stopping it must not disturb the shared one."""
+    yield from running_mariadb("imgwatch-own-")
+
+
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[MariaDB]:
     yield from running_mariadb("imgwatch-mariadb-")

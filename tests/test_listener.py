@@ -7,7 +7,6 @@ import json
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from imgwatch.config import listen_address
 from imgwatch.listener import DatabaseCheck
 from imgwatch.metrics import reason_label
 from imgwatch.store import DONE
-from tests.conftest import running_mariadb
 from tests.daemonproc import wait_for, wait_rows
 from tests.imagefiles import write_image
 from tests.runner import run
@@ -99,12 +97,6 @@ def test_unhealthy_while_the_image_directory_is_gone(tmp_path: Path, image_dir: 
         image_dir.mkdir()
         wait_status(port, "/", 200)
         assert daemon.stop() == 0
-
-
-@pytest.fixture
-def own_mariadb() -> Iterator[MariaDB]:
-    """A MariaDB of this test's own: stopping it must not disturb the shared one."""
-    yield from running_mariadb("imgwatch-health-")
 
 
 def test_unhealthy_while_the_database_is_down(

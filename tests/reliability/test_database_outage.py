@@ -7,23 +7,13 @@ database is back records everything that arrived meanwhile, each file once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from imgwatch.store import DONE
-from tests.conftest import running_mariadb
 from tests.daemonproc import wait_for, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.servers import MariaDB
 from tests.test_daemon import start
-
-
-@pytest.fixture
-def own_mariadb() -> Iterator[MariaDB]:
-    """A MariaDB of this test's own: stopping it must not disturb the shared one."""
-    yield from running_mariadb("imgwatch-outage-")
 
 
 def test_database_outage_while_files_arrive(
