@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgwatch.config import Settings
+from imgwatch.dryrun import NotingStore
 from imgwatch.errors import ConfigError, ImgwatchError, TransientError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.service import media_client
@@ -70,10 +71,8 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     """Walk the tree as the startup reconcile would (stat only, nothing read), then
     compare with the rows: what the daemon would do first."""
     state = WalkState()
-    has_rows = "create table images" not in store.schema_changes and not any(
-        c.startswith("table images") for c in store.schema_changes
-    )
-    rows = store.file_states() if has_rows else {}
+    rows_seen = NotingStore(store)  # reads rows whatever the schema's state
+    rows = rows_seen.file_states()
     new = changed = unchanged = 0
     for found in walk(root, ImageNameFilter(settings.extensions), state):
         row = rows.pop(found.file_name, None)
@@ -96,7 +95,7 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     _check_watch(settings, root, state.directories)
     gone = sum(1 for r in rows.values() if r[STATE] != GONE)
     uploads = ""
-    if settings.wordpress_enabled and has_rows:
+    if settings.wordpress_enabled and rows_seen.images_ready:
         uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
     say(
         "startup reconcile",

@@ -36,9 +36,13 @@ def run_retry(settings: Settings, failed: bool, rejected: bool, files: Sequence[
     store = ImageStore(settings.database_url())
     try:
         store.open(create=False)
-        if f"create table {images.name}" in store.schema_changes:
+        if images.name in store.missing_tables:
             print("retry: nothing to retry, the database has no images table yet")
             return EXIT_SOME_UNKNOWN if names else 0
+        if store.images_unadopted:
+            # The original service's table: no status yet, every row is read anyway.
+            print("retry: nothing to retry, imgwatch has not adopted the images table yet")
+            return 0
         result = retry(store, failed=failed, rejected=rejected, names=names)
     finally:
         store.close()

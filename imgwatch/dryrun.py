@@ -34,10 +34,9 @@ class NotingStore:
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
-        changes = store.schema_changes
-        self._no_table = f"create table {images.name}" in changes
+        self._no_table = images.name in store.missing_tables
         # A table still to be adopted has only the original service's columns.
-        self._original = not self._no_table and any(c.startswith("table images") for c in changes)
+        self._original = store.images_unadopted
         self.images_ready = not (self._no_table or self._original)
         self.known: set[str] = set()
         self.records: list[ImageRecord] = []

@@ -15,14 +15,18 @@ from imgwatch.store import STATUSES, ImageStore, images, scans
 
 def gather(store: ImageStore, limit: int) -> dict[str, Any]:
     """The report as plain data (JSON-ready: times are ISO 8601 UTC strings)."""
-    missing_tables = {c.split()[-1] for c in store.schema_changes if c.startswith("create")}
+    missing_tables = store.missing_tables
     has_images = images.name not in missing_tables
-    counts = store.counts_by_status() if has_images else {}
+    # The original service's table, not adopted yet: rows, but no status to count.
+    original = store.images_unadopted
+    counts = store.counts_by_status() if has_images and not original else {}
+    total = store.count_rows() if original else sum(counts.values())
     scan = last_scan(store) if scans.name not in missing_tables else None
-    problems = recent_problems(store, limit) if has_images and limit > 0 else []
+    problems = recent_problems(store, limit) if counts and limit > 0 else []
     return {
         "database": store.display_url,
-        "total": sum(counts.values()),
+        "adopted": not original,
+        "total": total,
         # Every status, zeros included: a script need not know which ones exist.
         "counts": {s: counts.get(s, 0) for s in STATUSES}
         | {s: n for s, n in counts.items() if s not in STATUSES},
@@ -44,6 +48,11 @@ def render(report: dict[str, Any]) -> str:
     counts = report["counts"]
     shown = ", ".join(f"{n:,} {s}" for s, n in counts.items() if n)
     lines.append(f"rows: {report['total']:,}" + (f" ({shown})" if shown else ""))
+    if not report["adopted"]:
+        lines.append(
+            "the images table is the original service's: imgwatch adds its columns "
+            "when it first runs (imgwatch or imgwatch --rescan)"
+        )
     scan = report["last_scan"]
     if scan is None:
         lines.append("last scan: none recorded")

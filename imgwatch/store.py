@@ -283,10 +283,10 @@ class _SchemaChange:
             return f"create table {self.table.name}"
         parts = []
         if self.columns:
-            parts.append("add columns " + ", ".join(c.name for c in self.columns))
+            parts.append("columns " + ", ".join(c.name for c in self.columns))
         if self.indexes:
-            parts.append("add indexes " + ", ".join(str(i.name) for i in self.indexes))
-        return f"table {self.table.name}: " + "; ".join(parts)
+            parts.append("indexes " + ", ".join(str(i.name) for i in self.indexes))
+        return "add " + " and ".join(parts) + f" to table {self.table.name}"
 
 
 class ImageStore:
@@ -302,7 +302,10 @@ class ImageStore:
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._compiled_upsert: _CompiledUpsert | None = None
         self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
-        self.schema_changes: list[str] = []  # what open(create=False) left undone
+        # What open(create=False) left undone, in words and in parts.
+        self.schema_changes: list[str] = []
+        self.missing_tables: set[str] = set()
+        self.images_unadopted = False
         # Told of every batch of rows once committed (the daemon's metrics).
         self.on_written: Callable[[Sequence[ImageRecord]], None] | None = None
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
@@ -318,7 +321,11 @@ class ImageStore:
                 changes = self._schema_changes(conn)
                 if create:
                     self._create_or_adopt(conn, changes)
-                self.schema_changes = [] if create else [c.describe() for c in changes]
+                    changes = []
+                self.schema_changes = [c.describe() for c in changes]
+                self.missing_tables = {c.table.name for c in changes if not c.adopt}
+                # The images table as the original service left it, not adopted yet.
+                self.images_unadopted = any(c.adopt and c.table is images for c in changes)
         except DBAPIError as exc:
             self.engine.dispose()
             reason = describe_db_error(exc)
@@ -545,6 +552,10 @@ class ImageStore:
         query = select(c.id).where(c.wp_media_id == media_id, c.id != except_id).limit(1)
         with self.guard("checking media use"), self.engine.connect() as conn:
             return conn.execute(query).first() is not None
+
+    def count_rows(self) -> int:
+        with self.guard("counting rows"), self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
 
     def counts_by_status(self) -> dict[str, int]:
         query = select(images.c.status, func.count()).group_by(images.c.status)

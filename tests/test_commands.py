@@ -20,6 +20,7 @@ from tests.imagefiles import write_image
 from tests.runner import run
 from tests.servers import MariaDB, WordPress
 from tests.test_daemon import daemon_env, start
+from tests.test_store import make_original_table
 from tests.test_uploader import wp_env
 
 
@@ -79,6 +80,37 @@ def test_status_of_an_empty_database_creates_nothing(image_dir: Path, db_url: UR
     assert result.returncode == 0, result.stderr
     assert "rows: 0\nlast scan: none recorded" in result.stdout
     assert tables(db_url) == set()
+
+
+def test_status_retry_and_dry_run_on_the_original_services_table(
+    image_dir: Path, db_url: URL
+) -> None:
+    make_original_table(db_url)  # a.jpg (with a URL) and b.png, as the old service left them
+    write_image(image_dir / "a.jpg")
+    write_image(image_dir / "c.jpg")
+    result = imgwatch("status", image_dir=image_dir, db=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "rows: 2\n" in result.stdout
+    assert "the images table is the original service's" in result.stdout
+    report = json.loads(imgwatch("status", "--json", image_dir=image_dir, db=db_url).stdout)
+    assert (report["adopted"], report["total"]) == (False, 2)
+    retried = imgwatch("retry", "--rejected", image_dir=image_dir, db=db_url)
+    assert retried.returncode == 0
+    assert "has not adopted the images table yet" in retried.stdout
+    plan = imgwatch("--rescan", "--dry-run", image_dir=image_dir, db=db_url).stdout
+    assert "would add columns sha256, size_bytes" in plan and "to table images" in plan
+    assert "would record new: c.jpg" in plan and "would mark missing: b.png" in plan
+    assert plan.splitlines()[-1].startswith("dry run: 1 new, 1 changed, 0 unchanged")
+    check = imgwatch("check", image_dir=image_dir, db=db_url).stdout
+    assert "the daemon would create table imgwatch_scans; add columns sha256" in check
+    assert "would read 1 new and 1 changed file(s), leave 0 unchanged, mark 1 row(s)" in check
+    # Nothing was adopted by looking.
+    engine = create_engine(db_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("images")}
+    finally:
+        engine.dispose()
+    assert columns == {"id", "file_name", "title", "description", "wp_url"}
 
 
 def test_status_when_the_database_is_down_exits_75(image_dir: Path, tmp_path: Path) -> None:
