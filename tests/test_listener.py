@@ -63,6 +63,19 @@ def test_health_and_metrics(tmp_path: Path, image_dir: Path, db_url: URL) -> Non
         (image_dir / "bad.gif").write_text("not a gif")
         (image_dir / "empty.jpg").write_bytes(b"")
         wait_rows(db_url, lambda r: {"new.png", "bad.gif", "empty.jpg"} <= set(r))
+        # Counted just after the commit that made the rows visible: wait for it.
+        wanted = {
+            'imgwatch_files_total{outcome="recorded",reason=""}': 2,
+            'imgwatch_files_total{outcome="rejected",reason="not_an_image"}': 1,
+            'imgwatch_files_total{outcome="rejected",reason="empty"}': 1,
+            "imgwatch_queue_depth": 0,
+        }
+
+        def counted() -> bool:
+            text = get(port, "/metrics")[1]
+            return all(metric(text, name) == value for name, value in wanted.items())
+
+        wait_for(counted, 30, "the counts")
         status, text = get(port, "/metrics")
         assert status == 200
         assert metric(text, 'imgwatch_files_total{outcome="recorded",reason=""}') == 2
@@ -136,6 +149,11 @@ def test_upload_metrics(
         write_image(image_dir / "a.jpg")
         write_image(image_dir / "b.png")
         wait_rows(db, lambda r: len(r) == 2 and all(x["wp_url"] for x in r.values()))
+        wait_for(
+            lambda: metric(get(port, "/metrics")[1], "imgwatch_upload_duration_seconds_count") == 2,
+            30,
+            "two uploads counted",
+        )
         text = get(port, "/metrics")[1]
         done = metric(text, 'imgwatch_uploads_total{outcome="done"}') or 0
         reused = metric(text, 'imgwatch_uploads_total{outcome="reused"}') or 0
