@@ -143,13 +143,16 @@ def retry(
     return result
 
 
-def rereads_due(store: ImageStore) -> int:
-    """How many rows `retry` asked to be read again and no reconcile has read yet."""
+def rereads_due(store: ImageStore, since: dt.datetime | None = None) -> int:
+    """How many rows `retry` asked to be read again (since a time, when given) that
+    no reconcile has read yet."""
     c = images.c
     query = (
         select(func.count())
         .select_from(images)
         .where(c.status == PENDING, c.sha256.is_(None), c.last_error == RETRY_REQUESTED)
     )
+    if since is not None:
+        query = query.where(c.updated_at >= since)
     with store.guard("counting rows to read again"), store.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())

@@ -13,8 +13,17 @@ from imgwatch.config import Settings
 from imgwatch.dryrun import NotingStore
 from imgwatch.errors import ConfigError, ImgwatchError, TransientError
 from imgwatch.filters import ImageNameFilter
+from imgwatch.processor import row_name
 from imgwatch.service import media_client
-from imgwatch.store import GONE, SETTLED, STATE, STATE_MTIME, STATE_SIZE, ImageStore
+from imgwatch.store import (
+    GONE,
+    SETTLED,
+    STATE,
+    STATE_MTIME,
+    STATE_SIDECAR,
+    STATE_SIZE,
+    ImageStore,
+)
 from imgwatch.walker import WalkState, check_image_dir, walk
 from imgwatch.watcher import wants_polling
 
@@ -75,13 +84,14 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     rows = rows_seen.file_states()
     new = changed = unchanged = 0
     for found in walk(root, ImageNameFilter(settings.extensions), state):
-        row = rows.pop(found.file_name, None)
+        row = rows.pop(row_name(found.file_name), None)
         if row is None or row[STATE] == GONE:
             new += row is None
             changed += row is not None
-        elif row[STATE] == SETTLED and (row[STATE_SIZE], row[STATE_MTIME]) == (
+        elif row[STATE] == SETTLED and (row[STATE_SIZE], row[STATE_MTIME], row[STATE_SIDECAR]) == (
             found.size_bytes,
             found.mtime_ns,
+            found.sidecar_mtime_ns,
         ):
             unchanged += 1
         else:

@@ -12,6 +12,7 @@ housekeeping (watchdog ping, STATUS=, observer health, periodic reconcile).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import posixpath
@@ -32,9 +33,9 @@ from imgwatch.metadata import SIDECAR_SUFFIX
 from imgwatch.metrics import Metrics
 from imgwatch.notify import Notifier
 from imgwatch.processor import FileProcessor
-from imgwatch.scanner import Reconciler
+from imgwatch.scanner import Reconciler, ScanSummary
 from imgwatch.service import media_client, preflight, uploader
-from imgwatch.store import ImageStore
+from imgwatch.store import ImageStore, utcnow
 from imgwatch.walker import check_image_dir, walk
 from imgwatch.watcher import Change, Watcher, inotify_room_left, wants_polling
 from imgwatch.workers import (
@@ -521,9 +522,9 @@ class Daemon:
         self._reconcile_reason = reason
         self._reconcile_wanted.set()
 
-    def _rereads_due(self) -> int:
+    def _rereads_due(self, since: dt.datetime | None) -> int:
         try:
-            return rereads_due(self.store)
+            return rereads_due(self.store, since)
         except DatabaseUnavailable as exc:
             self.outage.failed(exc)
             return 0
@@ -538,44 +539,53 @@ class Daemon:
             uploads=self.client is not None,
             claims=self,
         )
-        left = 0  # rows asked to be read again that the last reconcile could not read
+        # When the last reconcile that went through began: rows `retry` marked before
+        # then were in its view, and those it could not read wait for the next
+        # periodic one rather than bring a reconcile every RETRY_POLL seconds.
+        since: dt.datetime | None = None
         while True:
             wanted = self._reconcile_wanted.wait(RETRY_POLL)
             if self.stopping.is_set():
                 return
             if not wanted:
                 # `imgwatch retry` (another process) marks rows in the database: a
-                # reconcile reads them. Not again for the same ones it could not read.
-                due = self._rereads_due()
-                if not due or due == left:
+                # reconcile reads them.
+                if not self._rereads_due(since):
                     continue
                 self._reconcile_reason = "retry"
             self._reconcile_wanted.clear()
             reason = self._reconcile_reason
-            try:
-                summary = reconciler.run(cancel=self.stopping)
-            except DatabaseUnavailable as exc:
-                self.outage.failed(exc)
-                log.warning("%s reconcile not done: the database is unavailable", reason)
-                self.stopping.wait(5.0)
-                continue
-            except ConfigError as exc:
-                log.error("%s reconcile failed: %s", reason, exc)
-                self.stopping.wait(5.0)
-                continue
-            except Exception:
-                log.exception("internal error in the %s reconcile", reason)
-                continue
-            self.outage.ok()
-            log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
-            if self.metrics is not None:
-                self.metrics.scan_done(reason, summary.elapsed)
-            try:
-                record_scan(self.store, reason, summary)
-                left = rereads_due(self.store)
-            except DatabaseUnavailable as exc:
-                self.outage.failed(exc)
-            self.stats.add("recorded", summary.new + summary.changed)
-            self.stats.add("rejected", summary.rejected)
-            self.stats.add("missing", summary.missing)
-            self._new_upload_rows()
+            started = utcnow()
+            summary = self._run_reconcile(reconciler, reason)
+            if summary is not None and not summary.interrupted:
+                since = started
+
+    def _run_reconcile(self, reconciler: Reconciler, reason: str) -> ScanSummary | None:
+        """One reconcile with its log line, history row and counts; None if it failed."""
+        try:
+            summary = reconciler.run(cancel=self.stopping)
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+            log.warning("%s reconcile not done: the database is unavailable", reason)
+            self.stopping.wait(5.0)
+            return None
+        except ConfigError as exc:
+            log.error("%s reconcile failed: %s", reason, exc)
+            self.stopping.wait(5.0)
+            return None
+        except Exception:
+            log.exception("internal error in the %s reconcile", reason)
+            return None
+        self.outage.ok()
+        log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
+        if self.metrics is not None:
+            self.metrics.scan_done(reason, summary.elapsed)
+        try:
+            record_scan(self.store, reason, summary)
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+        self.stats.add("recorded", summary.new + summary.changed)
+        self.stats.add("rejected", summary.rejected)
+        self.stats.add("missing", summary.missing)
+        self._new_upload_rows()
+        return summary

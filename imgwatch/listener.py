@@ -44,6 +44,8 @@ class _Server6(_Server):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # a client that connects and says nothing does not keep a thread
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per scrape would drown the daemon's own log
 
@@ -85,7 +87,10 @@ class Listener:
             return _json(start_response, "404 Not Found", {"error": "not found"})
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _json(start_response, "405 Method Not Allowed", {"error": "GET only"})
-        problem = self.trouble()
+        try:
+            problem = self.trouble()
+        except Exception as exc:  # noqa: BLE001 - a health check answers, whatever broke
+            problem = f"health check failed: {type(exc).__name__}"
         if problem is None:
             return _json(start_response, "200 OK", HEALTHY)
         return _json(

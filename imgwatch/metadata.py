@@ -16,6 +16,7 @@ image with broken XMP is still an image.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -110,8 +111,10 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     """Width and height as the image is shown: EXIF orientations 5 to 8 turn it a
     quarter, so its stored width is its shown height."""
     width, height = img.size
+    if img.format == "TIFF":
+        return width, height  # Pillow's TIFF reader turns the size itself
     try:
-        orientation = img.getexif().get(_ORIENTATION) if "exif" in img.info else None
+        orientation = img.getexif().get(_ORIENTATION) if _has_exif(img) else None
     except Exception:  # noqa: BLE001 - a broken EXIF block leaves the stored size
         orientation = None
     if orientation in (5, 6, 7, 8):
@@ -153,6 +156,12 @@ def read_sidecar(image_path: str) -> Sidecar | None:
         raise SidecarError("not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise SidecarError(f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
+    except (ValueError, RecursionError):  # a number of 5,000 digits, nesting 100,000 deep
+        raise SidecarError("invalid JSON: beyond the parser's limits") from None
+    return Sidecar(_text_values(data), mtime_ns)
+
+
+def _text_values(data: object) -> TextFields:
     if not isinstance(data, dict):
         raise SidecarError("not a JSON object")
     values: dict[str, str | None] = {}
@@ -162,17 +171,27 @@ def read_sidecar(image_path: str) -> Sidecar | None:
             continue
         if not isinstance(value, str):
             raise SidecarError(f"{name} is not a string")
-        values[name] = _clip(value.strip(), TITLE_MAX if name == "title" else TEXT_MAX)
-    return Sidecar(TextFields(**values), mtime_ns)
+        try:
+            value.encode("utf-8")  # "\ud800" is valid JSON but no database takes it
+        except UnicodeEncodeError:
+            raise SidecarError(f"{name} is not valid Unicode text") from None
+        value = value.strip()
+        if value:  # an empty value gives nothing (it must not wipe a person's edit)
+            values[name] = _clip(value, TITLE_MAX if name == "title" else TEXT_MAX)
+    return TextFields(**values)
 
 
 def _sidecar_bytes(path: str) -> tuple[bytes, int] | None:
     try:
         # O_NONBLOCK: a FIFO named like a sidecar must not block the reader.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        # O_NOFOLLOW: a link is no sidecar (the walk, which uses lstat, agrees).
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SidecarError("a symbolic link, not a file") from None
         raise SidecarError(f"cannot open: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "rb") as f:
@@ -260,8 +279,13 @@ def _iptc_text(value: Any) -> str | None:
 # --- EXIF --------------------------------------------------------------------------
 
 
+def _has_exif(img: Image.Image) -> bool:
+    # JPEG, PNG and WebP put the block in info; TIFF keeps the tags in the file's IFD.
+    return "exif" in img.info or img.format == "TIFF"
+
+
 def _exif_fields(img: Image.Image) -> dict[str, str]:
-    if "exif" not in img.info:
+    if not _has_exif(img):
         return {}
     try:
         exif = img.getexif()

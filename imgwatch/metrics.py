@@ -36,8 +36,6 @@ _REASONS: tuple[tuple[str, str], ...] = (
     ("broken symbolic link", "link"),
     ("file name", "name"),
     ("relative path", "name"),
-    ("WordPress", "wordpress"),
-    ("not tried, WordPress", "wordpress"),
 )
 
 UPLOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from operator import attrgetter, itemgetter
@@ -135,18 +135,22 @@ scans = Table(
     mysql_charset="utf8mb4",
 )
 
-# file_name, then KnownFile's fields in order.
-_KNOWN_COLUMNS = (
-    images.c.file_name,
-    images.c.id,
-    images.c.size_bytes,
-    images.c.mtime_ns,
-    images.c.status,
-    images.c.sha256,
-    images.c.wp_url,
-    images.c.wp_media_id,
-    images.c.sidecar_mtime_ns,
-)
+
+def _column(name: str, absent: Collection[str] = ()) -> Any:
+    """A column, or NULL under its name when the table (an older imgwatch's, looked
+    at without being adopted) does not have it yet."""
+    return null().label(name) if name in absent else images.c[name]
+
+
+def _known_columns(absent: Collection[str] = ()) -> tuple[Any, ...]:
+    """file_name, then KnownFile's fields in order."""
+    names = ("file_name", "id", "size_bytes", "mtime_ns", "status", "sha256", "wp_url")
+    return (*(images.c[n] for n in names), *(_column(n, absent) for n in _LATER_KNOWN))
+
+
+# Columns of KnownFile and FileState added by later versions than the first.
+_LATER_KNOWN = ("wp_media_id", "sidecar_mtime_ns")
+_KNOWN_COLUMNS = _known_columns()
 
 # What a reconcile compares with the disk, one plain tuple per row (see file_states).
 # name, size, mtime, state, id, sidecar mtime
@@ -160,18 +164,24 @@ STATE_SIDECAR: Final = 5
 # STATE values: the file's facts were read (size and mtime say whether it changed),
 # still to be read (pending without a hash, failed), or marked missing.
 SETTLED, UNSETTLED, GONE = 1, 0, 2
-_STATES_QUERY = select(
-    images.c.file_name,
-    images.c.size_bytes,
-    images.c.mtime_ns,
-    case(
-        (images.c.status == MISSING, GONE),
-        ((images.c.sha256.is_not(None)) | (images.c.status == REJECTED), SETTLED),
-        else_=UNSETTLED,
-    ),
-    images.c.id,
-    images.c.sidecar_mtime_ns,
-)
+
+
+def _states_query(absent: Collection[str] = ()) -> Any:
+    return select(
+        images.c.file_name,
+        images.c.size_bytes,
+        images.c.mtime_ns,
+        case(
+            (images.c.status == MISSING, GONE),
+            ((images.c.sha256.is_not(None)) | (images.c.status == REJECTED), SETTLED),
+            else_=UNSETTLED,
+        ),
+        images.c.id,
+        _column("sidecar_mtime_ns", absent),
+    )
+
+
+_STATES_QUERY = _states_query()
 
 
 def utcnow() -> dt.datetime:
@@ -305,7 +315,10 @@ class ImageStore:
         # What open(create=False) left undone, in words and in parts.
         self.schema_changes: list[str] = []
         self.missing_tables: set[str] = set()
+        self.absent_columns: set[str] = set()
         self.images_unadopted = False
+        self._states_q = _STATES_QUERY
+        self._known_cols = _KNOWN_COLUMNS
         # Told of every batch of rows once committed (the daemon's metrics).
         self.on_written: Callable[[Sequence[ImageRecord]], None] | None = None
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
@@ -324,8 +337,14 @@ class ImageStore:
                     changes = []
                 self.schema_changes = [c.describe() for c in changes]
                 self.missing_tables = {c.table.name for c in changes if not c.adopt}
-                # The images table as the original service left it, not adopted yet.
-                self.images_unadopted = any(c.adopt and c.table is images for c in changes)
+                self.absent_columns = {
+                    col.name for c in changes if c.table is images for col in c.columns
+                }
+                # The images table as the original service left it, not adopted yet
+                # (an older imgwatch's lacks only some columns: read around those).
+                self.images_unadopted = "status" in self.absent_columns
+                self._states_q = _states_query(self.absent_columns)
+                self._known_cols = _known_columns(self.absent_columns)
         except DBAPIError as exc:
             self.engine.dispose()
             reason = describe_db_error(exc)
@@ -396,7 +415,7 @@ class ImageStore:
         """Every row as a FileState, by name, in one query: what a reconcile needs to
         tell unchanged, changed, new and gone files apart without reading them."""
         with self.guard("reading known files"), self.engine.connect() as conn:
-            result = conn.execute(_STATES_QUERY)
+            result = conn.execute(self._states_q)
             try:
                 # The driver's plain tuples: for 100,000 rows SQLAlchemy's per-row
                 # processing, and named tuples, cost as much as walking the disk.
@@ -427,8 +446,8 @@ class ImageStore:
                 c.description,
                 c.wp_media_id,
                 c.attempts,
-                c.caption,
-                c.alt_text,
+                _column("caption", self.absent_columns),
+                _column("alt_text", self.absent_columns),
             )
             .where(c.sha256.is_not(None))
             .where(
@@ -639,8 +658,15 @@ class ImageStore:
                     processors.append((index, process))
             rows_insert = pick = None
             if self.dialect != "sqlite":
-                rows_insert = RowsInsert(sql)
-                pick = itemgetter(*[_UPSERT_KEYS.index(k) for k in rows_insert.columns])
+                try:
+                    rows_insert = RowsInsert(sql)
+                except ValueError:
+                    # A statement form the driver's pattern does not know (say,
+                    # MySQL 8's `AS new` with an older pymysql): its executemany
+                    # then sends it row by row, slower but right.
+                    log.warning("upserts go one row at a time: %s", sql.split(" VALUES")[0])
+                else:
+                    pick = itemgetter(*[_UPSERT_KEYS.index(k) for k in rows_insert.columns])
             self._compiled_upsert = _CompiledUpsert(sql, processors, rows_insert, pick)
         return self._compiled_upsert
 
@@ -734,7 +760,7 @@ class ImageStore:
         """Comparison fields of the rows with these names, in one query."""
         if not file_names:
             return {}
-        query = select(*_KNOWN_COLUMNS).where(images.c.file_name.in_(list(file_names)))
+        query = select(*self._known_cols).where(images.c.file_name.in_(list(file_names)))
         with self.guard("reading rows"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return {row[0]: KnownFile._make(row[1:]) for row in rows}
@@ -743,7 +769,7 @@ class ImageStore:
         """(file_name, row) for every row whose file_name starts with prefix ("dir/")."""
         c = images.c
         pattern = _like_escape(prefix) + "%"
-        query = select(*_KNOWN_COLUMNS).where(c.file_name.like(pattern, escape="!"))
+        query = select(*self._known_cols).where(c.file_name.like(pattern, escape="!"))
         with self.guard("reading rows of a directory"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [(row[0], KnownFile._make(row[1:])) for row in rows]

@@ -113,6 +113,35 @@ def test_status_retry_and_dry_run_on_the_original_services_table(
     assert columns == {"id", "file_name", "title", "description", "wp_url"}
 
 
+def test_commands_on_an_older_imgwatch_table_read_around_new_columns(
+    image_dir: Path, db_url: URL
+) -> None:
+    three_files(image_dir)
+    imgwatch("--rescan", image_dir=image_dir, db=db_url)
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:  # as the version before metadata left it
+            for column in ("caption", "alt_text", "sidecar_mtime_ns"):
+                conn.exec_driver_sql(f"ALTER TABLE images DROP COLUMN {column}")
+    finally:
+        engine.dispose()
+    status = imgwatch("status", image_dir=image_dir, db=db_url).stdout
+    assert "rows: 3 (2 done, 1 rejected)" in status and "original service" not in status
+    plan = imgwatch("--rescan", "--dry-run", image_dir=image_dir, db=db_url).stdout
+    assert "would add columns caption, alt_text, sidecar_mtime_ns to table images" in plan
+    assert plan.splitlines()[-1].startswith("dry run: 0 new, 0 changed, 3 unchanged")
+    check = imgwatch("check", image_dir=image_dir, db=db_url).stdout
+    assert "would read 0 new and 0 changed file(s), leave 3 unchanged" in check
+    retried = imgwatch("retry", "--rejected", image_dir=image_dir, db=db_url).stdout
+    assert "1 file(s) to be read again" in retried
+    engine = create_engine(db_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("images")}
+    finally:
+        engine.dispose()
+    assert "caption" not in columns  # looking adopted nothing
+
+
 def test_status_when_the_database_is_down_exits_75(image_dir: Path, tmp_path: Path) -> None:
     env = {"IMGWATCH_DB_URL": "mysql+pymysql://u:secret-pw@127.0.0.1:1/x"}
     result = run("status", "--image-dir", str(image_dir), env=env, cwd=tmp_path)

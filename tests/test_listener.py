@@ -208,7 +208,6 @@ def test_reasons_are_a_few_fixed_labels() -> None:
     assert reason_label("not an image: content looks like text") == "not_an_image"
     assert reason_label("file is 300.0 MiB, over the 256 MiB limit (…)") == "too_large"
     assert reason_label("truncated JPEG: the file ends before the image does") == "truncated"
-    assert reason_label("WordPress answered 500: …") == "wordpress"
     assert reason_label("something new") == "other"
     assert reason_label(None) == "unknown"
 

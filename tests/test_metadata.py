@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy.engine import URL
 
 from imgwatch.imaging import inspect_image
@@ -158,6 +159,9 @@ def test_a_sidecar_overrides_the_image_field_by_field(tmp_path: Path) -> None:
         (b'{"title": 5}', "title is not a string"),
         (b"\xff\xfe", "not UTF-8"),
         (b" " * (300 * 1024), "larger than 256 KiB"),
+        (b'{"title": ' + b"1" * 5000 + b"}", "invalid JSON: beyond the parser's limits"),
+        (b"[" * 100_000, "invalid JSON: beyond the parser's limits"),
+        (b'{"title": "\\ud800"}', "title is not valid Unicode text"),
     ],
 )
 def test_a_bad_sidecar_is_ignored_with_a_reason(
@@ -169,6 +173,38 @@ def test_a_bad_sidecar_is_ignored_with_a_reason(
         record = record_of(image)
     assert record.status == DONE and record.title == "XMP title"
     assert f"ignored the sidecar of 'a.jpg': {reason}" in caplog.text
+
+
+def test_a_linked_sidecar_is_no_sidecar(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    image = every_source(tmp_path / "a.jpg")
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"title": "Not mine"}))
+    (tmp_path / "a.jpg.json").symlink_to(tmp_path / "elsewhere.json")
+    with caplog.at_level(logging.WARNING):
+        record = record_of(image)
+    assert record.title == "XMP title" and record.sidecar_fields == ()
+    assert "ignored the sidecar of 'a.jpg': a symbolic link, not a file" in caplog.text
+
+
+def test_empty_sidecar_values_give_nothing(tmp_path: Path) -> None:
+    image = every_source(tmp_path / "a.jpg")
+    (tmp_path / "a.jpg.json").write_text(json.dumps({"title": "  ", "caption": "Kept"}))
+    record = record_of(image)
+    assert (record.title, record.caption, record.sidecar_fields) == (
+        "XMP title",
+        "Kept",
+        ("caption",),
+    )
+
+
+def test_exif_in_a_tiff(tmp_path: Path) -> None:
+    tags = Image.Exif()
+    tags[IMAGE_DESCRIPTION] = "Scanned letter"
+    tags[ORIENTATION] = 6
+    path = tmp_path / "scan.tif"
+    Image.new("L", (40, 20)).save(path, format="TIFF", exif=tags)
+    facts = inspect_image(str(path))
+    assert facts.text.description == "Scanned letter"
+    assert (facts.width, facts.height) == (20, 40)
 
 
 def test_defaults_without_any_metadata(tmp_path: Path) -> None:
