@@ -17,12 +17,12 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from imgwatch.errors import ConfigError, PermanentError, TransientError
+from imgwatch.errors import ConfigError, PermanentError, TransientError, UploadError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ AUTH_ADVICE = (
     "password: create one under Users -> Profile -> Application Passwords (WordPress 5.6+, "
     "site on HTTPS) and set it as IMGWATCH_WP_PASSWORD"
 )
+
+
+# Longest query string of text fields sent with the upload itself (bytes, encoded).
+QUERY_FIELDS_MAX = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,22 +322,42 @@ class MediaClient:
             "Content-Disposition": f'attachment; filename="{file_name}"',
             "Content-MD5": md5_hex,
         }
-        params = {"slug": slug, **{k: v for k, v in fields.items() if v}}
+        given = {k: v for k, v in fields.items() if v}
+        # The fields ride in the query string, but a long description or caption
+        # would pass a server's request-line limit (8 KiB on Apache: 414): those go
+        # in a second request, as a JSON body.
+        later = given if len(urlencode(given)) > QUERY_FIELDS_MAX else {}
+        params = {"slug": slug, **({} if later else given)}
         resp = self._request(
             "POST", "/wp/v2/media", "upload", params=params, data=body, headers=headers
         )
-        if resp.status_code == 201:
-            return _media(self._json(resp, "upload"))
         attachment = resp.headers.get("X-WP-Upload-Attachment-ID", "")
-        if resp.status_code >= 500 and attachment.isdigit():
+        if resp.status_code == 201:
+            media = _media(self._json(resp, "upload"))
+        elif resp.status_code >= 500 and attachment.isdigit():
             # The file is stored; only sub-size generation died. Finish it, never re-upload.
             log.warning(
                 "WordPress answered %d after storing media %s; finishing it with post-process",
                 resp.status_code,
                 attachment,
             )
-            return self.finish(int(attachment))
-        raise error_from_response(resp, "upload")
+            media = self.finish(int(attachment))
+        else:
+            raise error_from_response(resp, "upload")
+        if later:
+            self._set_fields(media.id, later)
+        return media
+
+    def _set_fields(self, media_id: int, fields: dict[str, str]) -> None:
+        """Title, caption ... of a new attachment. Its file is in already: a failure
+        here is a warning, not a failed upload (which would only find the media
+        by its slug next time and leave it as it is)."""
+        try:
+            resp = self._request("POST", f"/wp/v2/media/{media_id}", "update", json=fields)
+            if not resp.ok:
+                raise error_from_response(resp, "update")
+        except UploadError as exc:
+            log.warning("uploaded media %d, but could not set its text: %s", media_id, exc)
 
     def finish(self, media_id: int, tries: int = 3) -> Media:
         """Run post-processing (sub-sizes) on an attachment whose upload answered 500."""

@@ -17,6 +17,7 @@ from imgwatch.metadata import TextFields
 from imgwatch.processor import FileProcessor
 from imgwatch.store import DONE, ImageRecord, ImageStore
 from tests.daemonproc import wait_rows
+from tests.faultproxy import FaultProxy
 from tests.imagefiles import (
     iptc_app13,
     write_image,
@@ -297,3 +298,32 @@ def test_the_fields_go_to_wordpress(
     assert media["description"]["raw"] == "The lighthouse at noon"
     assert media["caption"]["raw"] == "Photo: the editors"
     assert media["alt_text"] == "A white lighthouse on rocks"
+
+
+def test_long_texts_reach_wordpress_outside_the_query_string(
+    image_dir: Path, mariadb: MariaDB, live_wordpress: WordPress
+) -> None:
+    # Percent-encoded, this is some 70 KB: past any server's request-line limit.
+    story = "\u0416\u0438\u043b\u0438-\u0431\u044b\u043b\u0438 " * 900
+    db = mariadb.create_database()
+    write_tagged_jpeg(image_dir / "long.jpg", xmp=xmp_packet("Long story", story.strip()))
+    (image_dir / "long.jpg.json").write_text(json.dumps({"alt_text": "A page of text"}))
+    # Through a proxy built on http.server, which refuses request lines over 64 KiB
+    # with 414, as Apache does over 8 KiB.
+    proxy = FaultProxy(live_wordpress.url)
+    try:
+        api = proxy.url + "/wp-json/wp/v2/media"
+        rescan(image_dir, db, **wp_env(live_wordpress, IMGWATCH_WP_API_URL=api))
+    finally:
+        proxy.close()
+    store = ImageStore(db)
+    try:
+        row = store.get("long.jpg")
+    finally:
+        store.close()
+    assert row is not None and row["wp_media_id"] and row["status"] == DONE
+    media, _ = live_wordpress.api(f"/wp/v2/media/{row['wp_media_id']}", context="edit")
+    assert media["title"]["raw"] == "Long story"
+    assert media["description"]["raw"] == story.strip()
+    assert media["caption"]["raw"] == story.strip()
+    assert media["alt_text"] == "A page of text"
