@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
 from imgwatch.config import Settings
 from imgwatch.scanner import ScanSummary
 from imgwatch.service import reconciler
 from imgwatch.store import (
     PENDING,
     REJECTED,
-    UNSETTLED,
     FileState,
     ImageRecord,
     ImageStore,
@@ -35,40 +32,20 @@ class NotingStore:
     def __init__(self, store: ImageStore) -> None:
         self.store = store
         self._no_table = images.name in store.missing_tables
-        # A table still to be adopted has only the original service's columns.
-        self._original = store.images_unadopted
-        self.images_ready = not (self._no_table or self._original)
+        # A table still to be adopted is read as adopting it would leave it; only its
+        # uploads due are not asked for (see dry_run_rescan).
+        self.images_ready = not (self._no_table or store.images_unadopted)
         self.known: set[str] = set()
         self.records: list[ImageRecord] = []
         self.missing: list[str] = []
 
     def file_states(self) -> dict[str, FileState]:
-        if self._no_table:
-            return {}
-        if self._original:
-            # Nothing read by imgwatch yet: every row is still to be read.
-            with self.store.engine.connect() as conn:
-                rows = conn.execute(select(images.c.file_name, images.c.id)).all()
-            states: dict[str, FileState] = {
-                r[0]: (r[0], None, None, UNSETTLED, r[1], None) for r in rows
-            }
-        else:
-            states = self.store.file_states()
+        states = {} if self._no_table else self.store.file_states()
         self.known = set(states)
         return states
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
-        if self._no_table or not file_names:
-            return {}
-        if not self._original:
-            return self.store.lookup_many(file_names)
-        c = images.c
-        query = select(c.file_name, c.id, c.wp_url).where(c.file_name.in_(list(file_names)))
-        with self.store.engine.connect() as conn:
-            return {
-                name: KnownFile(row_id, None, None, PENDING, None, url)
-                for name, row_id, url in conn.execute(query)
-            }
+        return {} if self._no_table else self.store.lookup_many(file_names)
 
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         self.records.extend(records)

@@ -34,6 +34,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal,
     literal_column,
     null,
     select,
@@ -137,20 +138,18 @@ scans = Table(
 
 
 def _column(name: str, absent: Collection[str] = ()) -> Any:
-    """A column, or NULL under its name when the table (an older imgwatch's, looked
-    at without being adopted) does not have it yet."""
-    return null().label(name) if name in absent else images.c[name]
+    """A column; when the table (the original service's, or an older imgwatch's,
+    looked at without being adopted) does not have it yet, what adopting it would
+    put there: `pending` for status (its server default), NULL for the others."""
+    if name not in absent:
+        return images.c[name]
+    return (literal(PENDING) if name == "status" else null()).label(name)
 
 
 def _known_columns(absent: Collection[str] = ()) -> tuple[Any, ...]:
     """file_name, then KnownFile's fields in order."""
-    names = ("file_name", "id", "size_bytes", "mtime_ns", "status", "sha256", "wp_url")
-    return (*(images.c[n] for n in names), *(_column(n, absent) for n in _LATER_KNOWN))
+    return tuple(_column(name, absent) for name in ("file_name", *KnownFile._fields))
 
-
-# Columns of KnownFile and FileState added by later versions than the first.
-_LATER_KNOWN = ("wp_media_id", "sidecar_mtime_ns")
-_KNOWN_COLUMNS = _known_columns()
 
 # What a reconcile compares with the disk, one plain tuple per row (see file_states).
 # name, size, mtime, state, id, sidecar mtime
@@ -167,21 +166,19 @@ SETTLED, UNSETTLED, GONE = 1, 0, 2
 
 
 def _states_query(absent: Collection[str] = ()) -> Any:
+    status, sha256 = _column("status", absent), _column("sha256", absent)
     return select(
         images.c.file_name,
-        images.c.size_bytes,
-        images.c.mtime_ns,
+        _column("size_bytes", absent),
+        _column("mtime_ns", absent),
         case(
-            (images.c.status == MISSING, GONE),
-            ((images.c.sha256.is_not(None)) | (images.c.status == REJECTED), SETTLED),
+            (status == MISSING, GONE),
+            ((sha256.is_not(None)) | (status == REJECTED), SETTLED),
             else_=UNSETTLED,
         ),
         images.c.id,
         _column("sidecar_mtime_ns", absent),
     )
-
-
-_STATES_QUERY = _states_query()
 
 
 def utcnow() -> dt.datetime:
@@ -316,9 +313,8 @@ class ImageStore:
         self.schema_changes: list[str] = []
         self.missing_tables: set[str] = set()
         self.absent_columns: set[str] = set()
-        self.images_unadopted = False
-        self._states_q = _STATES_QUERY
-        self._known_cols = _KNOWN_COLUMNS
+        self._states_q = _states_query()
+        self._known_cols = _known_columns()
         # Told of every batch of rows once committed (the daemon's metrics).
         self.on_written: Callable[[Sequence[ImageRecord]], None] | None = None
         if self.dialect not in {"sqlite", "mysql", "mariadb"}:
@@ -340,9 +336,6 @@ class ImageStore:
                 self.absent_columns = {
                     col.name for c in changes if c.table is images for col in c.columns
                 }
-                # The images table as the original service left it, not adopted yet
-                # (an older imgwatch's lacks only some columns: read around those).
-                self.images_unadopted = "status" in self.absent_columns
                 self._states_q = _states_query(self.absent_columns)
                 self._known_cols = _known_columns(self.absent_columns)
         except DBAPIError as exc:
@@ -353,6 +346,12 @@ class ImageStore:
             raise DatabaseUnavailable(
                 f"database {self.display_url} is unreachable: {reason}"
             ) from None
+
+    @property
+    def images_unadopted(self) -> bool:
+        """The images table as the original service left it, not adopted yet (an older
+        imgwatch's lacks only some columns; reads go around those)."""
+        return "status" in self.absent_columns
 
     def close(self) -> None:
         self.engine.dispose()
