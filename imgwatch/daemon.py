@@ -353,8 +353,7 @@ class Daemon:
         images = [
             key
             for path in (change.path, change.dest)
-            if path is not None
-            and path.endswith(SIDECAR_SUFFIX)
+            if path.endswith(SIDECAR_SUFFIX)
             and (key := self._file_key(path[: -len(SIDECAR_SUFFIX)])) is not None
         ]
         for key in images:

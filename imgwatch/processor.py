@@ -130,14 +130,15 @@ class FileProcessor:
         """Title, description, caption and alt text: the sidecar's (when path is
         given), then the image's own, then the defaults already in the record."""
         text = embedded
-        try:
-            sidecar = read_sidecar(path) if path is not None else None
-        except SidecarError as exc:
-            # The image is fine; only the words beside it are not used (until the
-            # sidecar changes: its mtime is kept like a good one's).
-            log.warning("ignored the sidecar of %r: %s", record.file_name, exc)
-            record.sidecar_mtime_ns = sidecar_mtime(path)  # type: ignore[arg-type]
-            sidecar = None
+        sidecar = None
+        if path is not None:
+            try:
+                sidecar = read_sidecar(path)
+            except SidecarError as exc:
+                # The image is fine; only the words beside it are not used (until the
+                # sidecar changes: its mtime is kept like a good one's).
+                log.warning("ignored the sidecar of %r: %s", record.file_name, exc)
+                record.sidecar_mtime_ns = sidecar_mtime(path)
         if sidecar is not None:
             text = sidecar.fields.over(embedded)
             record.sidecar_fields = sidecar.fields.given()

@@ -47,6 +47,14 @@ def tables(db: URL) -> set[str]:
         engine.dispose()
 
 
+def image_columns(db: URL) -> set[str]:
+    engine = create_engine(db)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns("images")}
+    finally:
+        engine.dispose()
+
+
 # --- status ----------------------------------------------------------------------------
 
 
@@ -105,12 +113,7 @@ def test_status_retry_and_dry_run_on_the_original_services_table(
     assert "the daemon would create table imgwatch_scans; add columns sha256" in check
     assert "would read 1 new and 1 changed file(s), leave 0 unchanged, mark 1 row(s)" in check
     # Nothing was adopted by looking.
-    engine = create_engine(db_url)
-    try:
-        columns = {c["name"] for c in inspect(engine).get_columns("images")}
-    finally:
-        engine.dispose()
-    assert columns == {"id", "file_name", "title", "description", "wp_url"}
+    assert image_columns(db_url) == {"id", "file_name", "title", "description", "wp_url"}
 
 
 def test_commands_on_an_older_imgwatch_table_read_around_new_columns(
@@ -134,12 +137,7 @@ def test_commands_on_an_older_imgwatch_table_read_around_new_columns(
     assert "would read 0 new and 0 changed file(s), leave 3 unchanged" in check
     retried = imgwatch("retry", "--rejected", image_dir=image_dir, db=db_url).stdout
     assert "1 file(s) to be read again" in retried
-    engine = create_engine(db_url)
-    try:
-        columns = {c["name"] for c in inspect(engine).get_columns("images")}
-    finally:
-        engine.dispose()
-    assert "caption" not in columns  # looking adopted nothing
+    assert "caption" not in image_columns(db_url)  # looking adopted nothing
 
 
 def test_status_when_the_database_is_down_exits_75(image_dir: Path, tmp_path: Path) -> None:
