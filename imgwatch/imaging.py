@@ -18,6 +18,7 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from imgwatch.metadata import TextFields, embedded_text, upright_size
+from imgwatch.pngheader import plain_png_size
 
 # Longest signature below, plus room for the RIFF/WEBP form.
 SNIFF_BYTES = 16
@@ -153,6 +154,11 @@ def _read_up_to(fd: int, size: int) -> bytes:
 
 def _header(f: BinaryIO, fmt: str) -> tuple[int, int, TextFields]:
     """Width, height and text fields from the header only; Pillow decodes no pixels."""
+    if fmt == "PNG" and isinstance(f, io.BytesIO):
+        with f.getbuffer() as whole:
+            size = plain_png_size(whole)
+        if size is not None:
+            return *size, _NO_TEXT  # a plain PNG: no text, no orientation
     try:
         with warnings.catch_warnings():
             # Over MAX_IMAGE_PIXELS Pillow warns; over twice that it raises. Both are rejections.
@@ -175,6 +181,8 @@ def _header(f: BinaryIO, fmt: str) -> tuple[int, int, TextFields]:
         raise NotAnImage(f"corrupt {fmt} header: size {width}x{height}")
     return *shown, text
 
+
+_NO_TEXT = TextFields()
 
 # Files up to this size are read whole into memory (the workers hold one each).
 _WHOLE_FILE_BYTES = 1 << 20
