@@ -20,6 +20,7 @@ from imgwatch.store import (
     ImageRecord,
     ImageStore,
     KnownFile,
+    PreparedRows,
     images,
 )
 from imgwatch.walker import check_image_dir
@@ -47,8 +48,11 @@ class NotingStore:
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
         return {} if self._no_table else self.store.lookup_many(file_names)
 
-    def upsert(self, records: Sequence[ImageRecord]) -> None:
-        self.records.extend(records)
+    def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows:
+        return PreparedRows(records, [], [], None)
+
+    def write_prepared(self, prepared: PreparedRows) -> None:
+        self.records.extend(prepared.records)
 
     def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
         self.missing.extend(names if names is not None else [str(i) for i in ids])

@@ -42,10 +42,12 @@ class RowsInsert:
         self.postfix: str = (match.group(3) or "") % ()
         self.columns: list[str] = names  # the order each row's values must come in
 
-    def statements(self, connection: Any, rows: Iterable[Sequence[object]]) -> Iterator[str]:
-        """The statement texts that insert `rows` (values in `columns` order) on this
-        pymysql connection; more than one only when they would be too long."""
-        literal = literal_maker(connection)
+    def statements(
+        self, literal: Callable[[object], str], rows: Iterable[Sequence[object]]
+    ) -> Iterator[str]:
+        """The statement texts that insert `rows` (values in `columns` order), each
+        value quoted by `literal` (see literal_maker); more than one only when they
+        would be too long."""
         budget = _MAX_CHARS - len(self.prefix) - len(self.postfix)
         parts: list[str] = []
         size = 0
@@ -64,7 +66,7 @@ def literal_maker(connection: Any) -> Callable[[object], str]:
     """A function giving a value's SQL literal exactly as the connection's own
     escape() would, for the session's current quoting rules."""
     fallback: Callable[[object], str] = connection.escape
-    if connection.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+    if no_backslash_escapes(connection):
 
         def literal(value: object) -> str:
             if isinstance(value, str):
@@ -89,3 +91,9 @@ def literal_maker(connection: Any) -> Callable[[object], str]:
         return fallback(value)
 
     return literal_backslash
+
+
+def no_backslash_escapes(connection: Any) -> bool:
+    """Whether the session quotes with NO_BACKSLASH_ESCAPES (the server says so in
+    every reply, and the driver's escape() follows it)."""
+    return bool(connection.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES)

@@ -38,6 +38,7 @@ from imgwatch.store import (
     FileState,
     ImageRecord,
     KnownFile,
+    PreparedRows,
 )
 from imgwatch.walker import FoundFile, WalkState, check_image_dir, walk
 
@@ -129,7 +130,9 @@ class Rows(Protocol):
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]: ...
 
-    def upsert(self, records: Sequence[ImageRecord]) -> None: ...
+    def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows: ...
+
+    def write_prepared(self, prepared: PreparedRows) -> None: ...
 
     def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int: ...
 
@@ -282,13 +285,15 @@ class Reconciler:
                 self._readers_died()
                 outcomes = [examine(f, row, self.processor, self.uploads) for f, row in files]
             records = self._tally(files, outcomes, summary)
-            # Written from a thread, so that while the database takes the rows (and
+            # Made ready here while the batch before is still being written, then
+            # written from a thread, so that while the database takes the rows (and
             # flushes them), this thread goes on walking and handing out files.
+            prepared = self.store.prepare_upsert(records) if records else None
             self._wait_for_writes()
-            if records:
+            if prepared is not None:
                 if self._writer is None:
                     self._writer = ThreadPoolExecutor(1, thread_name_prefix="rescan-writer")
-                self._writing = self._writer.submit(self.store.upsert, records)
+                self._writing = self._writer.submit(self.store.write_prepared, prepared)
 
     def _readers_died(self) -> None:
         # A reading process died (the OOM killer, a crash in an image library): its
@@ -307,7 +312,7 @@ class Reconciler:
         records = self._tally(files, outcomes, summary)
         self._wait_for_writes()  # one transaction at a time
         if records:
-            self.store.upsert(records)
+            self.store.write_prepared(self.store.prepare_upsert(records))
 
     def _tally(
         self, files: list[ToRead], outcomes: list[Outcome], summary: ScanSummary

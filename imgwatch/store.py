@@ -47,7 +47,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
-from imgwatch.rowsinsert import RowsInsert
+from imgwatch.rowsinsert import RowsInsert, literal_maker, no_backslash_escapes
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,23 @@ _all_record_values = attrgetter(*(f.name for f in fields(ImageRecord)))
 _UPSERT_KEYS = [*_RECORD_FIELDS, "created_at", "updated_at", "attempts"]
 
 
+class _Quoting(NamedTuple):
+    """A MySQL connection's quoting of values, as of its mode when made."""
+
+    connection: Any  # the pymysql connection
+    mode: bool  # NO_BACKSLASH_ESCAPES
+    literal: Callable[[object], str]
+
+
+class PreparedRows(NamedTuple):
+    """Rows ready to be written by ImageStore.write_prepared."""
+
+    records: Sequence[ImageRecord]
+    values: list[tuple[Any, ...]]  # in _UPSERT_KEYS order, converted for the driver
+    texts: list[str]  # MySQL: the statements, quoted as `quoting` says; else empty
+    quoting: _Quoting | None
+
+
 class _CompiledUpsert(NamedTuple):
     sql: str
     processors: list[tuple[int, Any]]  # (index in a row, SQLAlchemy's conversion)
@@ -308,6 +325,7 @@ class ImageStore:
         # not wrap errors in DBAPIError.
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._compiled_upsert: _CompiledUpsert | None = None
+        self._quoting: _Quoting | None = None  # MySQL: see _quoting_of
         self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
         # What open(create=False) left undone, in words and in parts.
         self.schema_changes: list[str] = []
@@ -355,6 +373,7 @@ class ImageStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._quoting = None
 
     def ping(self) -> str | None:
         """None if the database answers now, else why not (one line, no password)."""
@@ -597,8 +616,12 @@ class ImageStore:
 
         A title or description already in the row is kept: people edit them.
         """
-        if not records:
-            return
+        self.write_prepared(self.prepare_upsert(records))
+
+    def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows:
+        """upsert() in two halves: this one touches no connection, so a rescan makes
+        the next batch's statements while the batch before is being written; the
+        statements' text was a quarter of a bulk import's time in its writing thread."""
         upsert = self._upsert_sql()
         # The same time for every row: converted once, here, not once per row (on
         # MySQL, as text, which the driver escapes in a fifth of a datetime's time).
@@ -609,6 +632,19 @@ class ImageStore:
             for i, row in enumerate(values):
                 if row[index] is not None:
                     values[i] = (*row[:index], process(row[index]), *row[index + 1 :])
+        texts: list[str] = []
+        # The quoting of the connection used last; write_prepared checks it still holds.
+        quoting = self._quoting
+        if upsert.rows_insert is not None and quoting is not None and values:
+            texts = list(upsert.rows_insert.statements(quoting.literal, map(upsert.pick, values)))
+        return PreparedRows(records, values, texts, quoting)
+
+    def write_prepared(self, prepared: PreparedRows) -> None:
+        """Write what prepare_upsert() made, in one transaction."""
+        records, values = prepared.records, prepared.values
+        if not records:
+            return
+        upsert = self._upsert_sql()
         with self.guard("writing rows"), self.engine.begin() as conn:
             # Straight to the driver, the statement compiled once: per row,
             # SQLAlchemy's parameter handling cost a quarter of a bulk import.
@@ -616,8 +652,13 @@ class ImageStore:
             cursor = driver.cursor()  # type: ignore[union-attr]
             try:
                 if upsert.rows_insert is not None:
-                    pick = upsert.pick
-                    for statement in upsert.rows_insert.statements(driver, map(pick, values)):
+                    quoting = self._quoting_of(driver)
+                    texts: Iterable[str] = prepared.texts
+                    if quoting is not prepared.quoting or not texts:
+                        texts = upsert.rows_insert.statements(
+                            quoting.literal, map(upsert.pick, values)
+                        )
+                    for statement in texts:
                         cursor.execute(statement)
                 else:
                     cursor.executemany(
@@ -628,6 +669,15 @@ class ImageStore:
             self._apply_sidecars(conn, records)
         if self.on_written is not None:
             self.on_written(records)
+
+    def _quoting_of(self, driver: Any) -> _Quoting:
+        """How values are quoted on this driver connection now; the same object as
+        long as the connection and its NO_BACKSLASH_ESCAPES mode are the same."""
+        mode = no_backslash_escapes(driver)
+        quoting = self._quoting
+        if quoting is None or quoting.connection is not driver or quoting.mode != mode:
+            quoting = self._quoting = _Quoting(driver, mode, literal_maker(driver))
+        return quoting
 
     @staticmethod
     def _apply_sidecars(conn: Connection, records: Sequence[ImageRecord]) -> None:

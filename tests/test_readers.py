@@ -16,7 +16,7 @@ from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
 from imgwatch.scanner import Outcome, Reconciler, ToRead
-from imgwatch.store import DONE, REJECTED, ImageRecord, ImageStore
+from imgwatch.store import DONE, REJECTED, ImageRecord, ImageStore, PreparedRows
 from tests.imagefiles import sha256_of, write_image
 
 
@@ -116,16 +116,16 @@ def test_a_failed_write_stops_the_rescan_and_leaves_no_thread(
 ) -> None:
     for i in range(200):
         write_image(image_dir / f"{i:03d}.png", 5, 5)
-    real = store.upsert
+    real = store.write_prepared
     calls = []
 
-    def upsert(records: list[object]) -> None:
-        calls.append(len(records))
+    def write_prepared(prepared: PreparedRows) -> None:
+        calls.append(len(prepared.records))
         if len(calls) == 2:
             raise DatabaseUnavailable("database x: writing rows failed: gone away")
-        real(records)  # type: ignore[arg-type]
+        real(prepared)
 
-    monkeypatch.setattr(store, "upsert", upsert)
+    monkeypatch.setattr(store, "write_prepared", write_prepared)
     with pytest.raises(DatabaseUnavailable, match="gone away"):
         reconciler(store, image_dir, readers).run()
     assert not [t for t in threading.enumerate() if t.name.startswith("rescan-writer")]

@@ -67,7 +67,9 @@ def test_reads_the_columns_and_keeps_the_update_clause() -> None:
     assert insert.prefix.startswith("INSERT INTO images (file_name, title, size_bytes) VALUES")
     assert insert.postfix.strip().startswith("ON DUPLICATE KEY UPDATE title")
     conn = unconnected(False)
-    (statement,) = insert.statements(conn, [("a.jpg", "it's", 1), ("b.jpg", None, 2)])
+    (statement,) = insert.statements(
+        literal_maker(conn), [("a.jpg", "it's", 1), ("b.jpg", None, 2)]
+    )
     assert statement == (insert.prefix + "('a.jpg','it\\'s',1),('b.jpg',NULL,2)" + insert.postfix)
 
 
@@ -79,7 +81,7 @@ def test_undoubles_a_percent_sqlalchemy_doubled() -> None:
 def test_long_batches_are_split_below_the_drivers_statement_limit() -> None:
     insert = RowsInsert(SQL)
     rows = [(f"dir/{i:06d}-" + "x" * 240, "\U0001f600" * 250, i) for i in range(2000)]
-    statements = list(insert.statements(unconnected(False), rows))
+    statements = list(insert.statements(literal_maker(unconnected(False)), rows))
     assert len(statements) > 1
     assert all(len(s.encode()) <= MAX_STATEMENT_BYTES for s in statements)
     # Every row once, in order.

@@ -368,6 +368,34 @@ def test_awkward_text_with_no_backslash_escapes(mariadb: MariaDB) -> None:
         store.close()
 
 
+@pytest.mark.parametrize("mode_when_prepared", ["default", "NO_BACKSLASH_ESCAPES"])
+def test_rows_prepared_under_other_quoting_are_quoted_again(
+    mariadb: MariaDB, mode_when_prepared: str
+) -> None:
+    # A rescan makes a batch's statements before the batch is written, with the
+    # quoting of the connection used last; the pool may hand out another connection
+    # (a reconnect), in another sql_mode, by the time they are written.
+    store = ImageStore(mariadb.create_database())
+    store.open()
+    try:
+        if mode_when_prepared != "default":
+            event.listen(store.engine, "connect", _no_backslash_escapes)
+            store.engine.dispose()  # open() left a connection in the default mode
+        store.upsert([record("first.jpg")])  # learns the quoting
+        prepared = store.prepare_upsert([record(n, title=n) for n in AWKWARD_TEXT])
+        assert prepared.texts, "made ahead of the write"
+        store.engine.dispose()
+        if mode_when_prepared == "default":
+            event.listen(store.engine, "connect", _no_backslash_escapes)
+        else:
+            event.remove(store.engine, "connect", _no_backslash_escapes)
+        store.write_prepared(prepared)
+        titles = {r["file_name"]: r["title"] for r in store.all_rows()}
+        assert titles == {"first.jpg": "first.jpg", **{n: n for n in AWKWARD_TEXT}}
+    finally:
+        store.close()
+
+
 def _no_backslash_escapes(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
