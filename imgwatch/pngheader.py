@@ -5,8 +5,8 @@ reading processes' time: most of it building Pillow's image object, not reading.
 A PNG whose chunks before the image data are only the header and plain rendering
 hints has nothing more to tell than its width and height, and those are in fixed
 places. This module reads only such files, by the same checks Pillow makes on
-them (signature, header checksum, a known bit depth and colour type, filter
-method 0); for any other PNG (text, XMP, EXIF, colour profiles, animation,
+them (signature, checksums, a known bit depth and colour type, filter method 0,
+the pixel limit); for any other PNG (text, XMP, EXIF, colour profiles, animation,
 anything unusual or damaged) it answers None and Pillow reads the file.
 
 So this must never accept a file Pillow rejects, nor give another size than

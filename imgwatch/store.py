@@ -252,10 +252,10 @@ _UPSERT_KEYS = [*_RECORD_FIELDS, "created_at", "updated_at", "attempts"]
 
 
 class _Quoting(NamedTuple):
-    """A MySQL connection's quoting of values, as of its mode when made."""
+    """How values are quoted on MySQL connections in one mode. The mode is all that
+    differs between the pool's connections: they share the URL, so the charset."""
 
-    connection: Any  # the pymysql connection
-    mode: bool  # NO_BACKSLASH_ESCAPES
+    no_backslash_escapes: bool
     literal: Callable[[object], str]
 
 
@@ -325,7 +325,10 @@ class ImageStore:
         # not wrap errors in DBAPIError.
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._compiled_upsert: _CompiledUpsert | None = None
-        self._quoting: _Quoting | None = None  # MySQL: see _quoting_of
+        # MySQL: the quoting for each NO_BACKSLASH_ESCAPES mode seen, and the one the
+        # last write used (see prepare_upsert).
+        self._quotings: dict[bool, _Quoting] = {}
+        self._quoting: _Quoting | None = None
         self._stamp_process = _bind_processor(images.c.updated_at, self.engine.dialect)
         # What open(create=False) left undone, in words and in parts.
         self.schema_changes: list[str] = []
@@ -373,7 +376,7 @@ class ImageStore:
 
     def close(self) -> None:
         self.engine.dispose()
-        self._quoting = None
+        self._quotings, self._quoting = {}, None
 
     def ping(self) -> str | None:
         """None if the database answers now, else why not (one line, no password)."""
@@ -619,9 +622,9 @@ class ImageStore:
         self.write_prepared(self.prepare_upsert(records))
 
     def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows:
-        """upsert() in two halves: this one touches no connection, so a rescan makes
-        the next batch's statements while the batch before is being written; the
-        statements' text was a quarter of a bulk import's time in its writing thread."""
+        """upsert() in two halves: this one does no I/O, so a rescan makes the next
+        batch's statements while the batch before is being written; the statements'
+        text was a quarter of a bulk import's time in its writing thread."""
         upsert = self._upsert_sql()
         # The same time for every row: converted once, here, not once per row (on
         # MySQL, as text, which the driver escapes in a fifth of a datetime's time).
@@ -633,7 +636,8 @@ class ImageStore:
                 if row[index] is not None:
                     values[i] = (*row[:index], process(row[index]), *row[index + 1 :])
         texts: list[str] = []
-        # The quoting of the connection used last; write_prepared checks it still holds.
+        # Quoted as the last write was; write_prepared checks that its connection's
+        # mode is the same.
         quoting = self._quoting
         if upsert.rows_insert is not None and quoting is not None and values:
             texts = list(upsert.rows_insert.statements(quoting.literal, map(upsert.pick, values)))
@@ -652,7 +656,7 @@ class ImageStore:
             cursor = driver.cursor()  # type: ignore[union-attr]
             try:
                 if upsert.rows_insert is not None:
-                    quoting = self._quoting_of(driver)
+                    quoting = self._quoting_for(driver)
                     texts: Iterable[str] = prepared.texts
                     if quoting is not prepared.quoting or not texts:
                         texts = upsert.rows_insert.statements(
@@ -670,13 +674,18 @@ class ImageStore:
         if self.on_written is not None:
             self.on_written(records)
 
-    def _quoting_of(self, driver: Any) -> _Quoting:
-        """How values are quoted on this driver connection now; the same object as
-        long as the connection and its NO_BACKSLASH_ESCAPES mode are the same."""
+    def _quoting_for(self, driver: Any) -> _Quoting:
+        """How values are quoted on this driver connection now: one object per mode,
+        whichever pooled connection is used (a daemon's reconcile looks rows up while
+        the batch before is written, so writes alternate between two)."""
         mode = no_backslash_escapes(driver)
-        quoting = self._quoting
-        if quoting is None or quoting.connection is not driver or quoting.mode != mode:
-            quoting = self._quoting = _Quoting(driver, mode, literal_maker(driver))
+        quoting = self._quotings.get(mode)
+        if quoting is None:
+            # A literal function's fallback is this connection's escape(), which for
+            # the values rows hold (text, numbers, times) depends only on the mode
+            # and the charset.
+            quoting = self._quotings[mode] = _Quoting(mode, literal_maker(driver))
+        self._quoting = quoting
         return quoting
 
     @staticmethod

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import URL
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
+from imgwatch.rowsinsert import RowsInsert
 from imgwatch.store import (
     DONE,
     FAILED,
@@ -369,29 +370,73 @@ def test_awkward_text_with_no_backslash_escapes(mariadb: MariaDB) -> None:
 
 
 @pytest.mark.parametrize("mode_when_prepared", ["default", "NO_BACKSLASH_ESCAPES"])
+@pytest.mark.parametrize("change", ["on a new connection", "on the same connection"])
 def test_rows_prepared_under_other_quoting_are_quoted_again(
-    mariadb: MariaDB, mode_when_prepared: str
+    mariadb: MariaDB, mode_when_prepared: str, change: str
 ) -> None:
-    # A rescan makes a batch's statements before the batch is written, with the
-    # quoting of the connection used last; the pool may hand out another connection
-    # (a reconnect), in another sql_mode, by the time they are written.
+    # A rescan makes a batch's statements before the batch is written, quoted as the
+    # last write was. By the time they are written the pool may hand out another
+    # connection (a reconnect) in another sql_mode, or the session's mode changed.
     store = ImageStore(mariadb.create_database())
     store.open()
+    prepared_plain = mode_when_prepared == "default"
     try:
-        if mode_when_prepared != "default":
+        if not prepared_plain:
             event.listen(store.engine, "connect", _no_backslash_escapes)
             store.engine.dispose()  # open() left a connection in the default mode
-        store.upsert([record("first.jpg")])  # learns the quoting
+        store.upsert([record("first.jpg")])  # the quoting the next prepare uses
         prepared = store.prepare_upsert([record(n, title=n) for n in AWKWARD_TEXT])
         assert prepared.texts, "made ahead of the write"
-        store.engine.dispose()
-        if mode_when_prepared == "default":
-            event.listen(store.engine, "connect", _no_backslash_escapes)
+        if change == "on a new connection":
+            store.engine.dispose()
+            if prepared_plain:
+                event.listen(store.engine, "connect", _no_backslash_escapes)
+            else:
+                event.remove(store.engine, "connect", _no_backslash_escapes)
         else:
-            event.remove(store.engine, "connect", _no_backslash_escapes)
+            with store.engine.connect() as conn:  # the pool's one connection
+                conn.exec_driver_sql(
+                    "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')"
+                    if prepared_plain
+                    else "SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')"
+                )
         store.write_prepared(prepared)
         titles = {r["file_name"]: r["title"] for r in store.all_rows()}
         assert titles == {"first.jpg": "first.jpg", **{n: n for n in AWKWARD_TEXT}}
+        with store.engine.connect() as conn:
+            mode = conn.exec_driver_sql("SELECT @@sql_mode").scalar_one()
+        assert ("NO_BACKSLASH_ESCAPES" in mode) == prepared_plain, "the mode did change"
+    finally:
+        store.close()
+
+
+def test_prepared_rows_are_kept_when_writes_alternate_connections(
+    mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon's reconcile looks rows up while the batch before is written: the pool
+    # then holds two connections and the writes alternate between them. Statements
+    # made ahead must still be used, not made again at every write.
+    store = ImageStore(mariadb.create_database())
+    store.open()
+    made: list[str] = []
+    real = RowsInsert.statements
+
+    def statements(self: RowsInsert, literal: Any, rows: Any) -> Any:
+        made.append("statements")
+        return real(self, literal, rows)
+
+    monkeypatch.setattr(RowsInsert, "statements", statements)
+    try:
+        with store.engine.connect():  # so that the pool has two
+            store.upsert([record("first.jpg")])
+        for i in range(4):
+            prepared = store.prepare_upsert([record(f"{i}.jpg")])
+            assert prepared.texts
+            made.clear()
+            with store.engine.connect():  # held, so the write takes the other one
+                store.write_prepared(prepared)
+            assert made == [], "made again at the write"
+        assert store.count_rows() == 5
     finally:
         store.close()
 
