@@ -319,7 +319,7 @@ class ImageStore:
     def __init__(self, url: URL) -> None:
         self.url = url
         self.display_url = url.render_as_string(hide_password=True)
-        self.engine = _create_engine(url)
+        self.engine = _create_engine(url, MYSQL_IO_TIMEOUT)
         self.dialect = self.engine.dialect.name
         # Raised by a driver cursor used directly (file_states), where SQLAlchemy does
         # not wrap errors in DBAPIError.
@@ -350,15 +350,22 @@ class ImageStore:
                 conn.execute(select(1))
                 changes = self._schema_changes(conn)
                 if create:
-                    self._create_or_adopt(conn, changes)
-                    changes = []
-                self.schema_changes = [c.describe() for c in changes]
-                self.missing_tables = {c.table.name for c in changes if not c.adopt}
-                self.absent_columns = {
-                    col.name for c in changes if c.table is images for col in c.columns
-                }
-                self._states_q = _states_query(self.absent_columns)
-                self._known_cols = _known_columns(self.absent_columns)
+                    for change in changes:
+                        if not change.adopt:
+                            change.table.create(conn)
+                            log.info("created table %s in %s", change.table.name, self.display_url)
+            if create:
+                # After the inspection's transaction: its metadata locks would hold
+                # the ALTER on another connection back.
+                self._adopt([c for c in changes if c.adopt])
+                changes = []
+            self.schema_changes = [c.describe() for c in changes]
+            self.missing_tables = {c.table.name for c in changes if not c.adopt}
+            self.absent_columns = {
+                col.name for c in changes if c.table is images for col in c.columns
+            }
+            self._states_q = _states_query(self.absent_columns)
+            self._known_cols = _known_columns(self.absent_columns)
         except DBAPIError as exc:
             self.engine.dispose()
             reason = describe_db_error(exc)
@@ -405,20 +412,33 @@ class ImageStore:
             changes.append(_SchemaChange(images, columns, missing_indexes))
         return changes
 
-    def _create_or_adopt(self, conn: Connection, changes: list[_SchemaChange]) -> None:
-        for change in changes:
-            if not change.adopt:
-                change.table.create(conn)
-                log.info("created table %s in %s", change.table.name, self.display_url)
-                continue
-            for column in change.columns:
-                ddl = CreateColumn(column).compile(dialect=conn.dialect)
-                conn.execute(text(f"ALTER TABLE {images.name} ADD COLUMN {ddl}"))
-            for index in change.indexes:
-                index.create(conn)
-            if change.columns:
-                names = ", ".join(c.name for c in change.columns)
-                log.info("adopted existing table images: added columns %s", names)
+    def _adopt(self, changes: list[_SchemaChange]) -> None:
+        """Add the columns and indexes an existing images table lacks.
+
+        On MySQL, over a connection without the read timeout: indexing a large
+        table can take longer than any limit that is useful against a hung
+        server, and an ALTER given up on is rolled back, to be tried (and given up
+        on) again at every start.
+        """
+        if not changes:
+            return
+        engine = (
+            self.engine if self.dialect == "sqlite" else _create_engine(self.url, io_timeout=None)
+        )
+        try:
+            with engine.begin() as conn:
+                for change in changes:
+                    for column in change.columns:
+                        ddl = CreateColumn(column).compile(dialect=conn.dialect)
+                        conn.execute(text(f"ALTER TABLE {images.name} ADD COLUMN {ddl}"))
+                    for index in change.indexes:
+                        index.create(conn)
+                    if change.columns:
+                        names = ", ".join(c.name for c in change.columns)
+                        log.info("adopted existing table images: added columns %s", names)
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
 
     # --- reads -----------------------------------------------------------------
 
@@ -891,14 +911,28 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
         yield items[start : start + size]
 
 
-def _create_engine(url: URL) -> Engine:
+# MySQL: seconds a query may go without a byte from the server before its connection
+# is given up, and the outage handling (retries, one log line) takes over. Without
+# it a server that hangs rather than refuses (a frozen VM, a partition that drops
+# packets) blocks a worker for good. Longer than InnoDB's lock wait (50 s by
+# default), which the server ends with an error of its own. A read_timeout or
+# write_timeout in the database URL wins.
+MYSQL_IO_TIMEOUT = 120
+
+
+def _create_engine(url: URL, io_timeout: int | None) -> Engine:
     try:
         if url.get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
+        timeouts = {
+            key: io_timeout
+            for key in ("read_timeout", "write_timeout")
+            if io_timeout is not None and key not in url.query
+        }
         # pre_ping: a connection the server dropped overnight is replaced, not reported.
-        return create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+        return create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=timeouts)
     except (SQLAlchemyError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL: {describe_db_error(exc)}") from None
 

@@ -170,6 +170,16 @@ class MariaDB:
         """Start the halted server again on the same port with the same data."""
         self._launch()
 
+    def freeze(self) -> None:
+        """Hang the server (SIGSTOP): connections stay open, nothing is answered, as
+        with a frozen VM or a network that drops packets."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

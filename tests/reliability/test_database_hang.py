@@ -1,0 +1,124 @@
+"""A MySQL server that hangs (answers nothing, refuses nothing) rather than goes down.
+
+Queries give up after the I/O timeout and the usual outage handling takes over; the
+schema changes of adopting a table are not held to that timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+from sqlalchemy.engine import URL
+
+from imgwatch import store as store_module
+from imgwatch.errors import DatabaseUnavailable
+from imgwatch.store import DONE, ImageStore
+from tests.daemonproc import DaemonProcess, wait_rows
+from tests.imagefiles import write_image
+from tests.servers import MariaDB
+from tests.test_store import record
+
+
+def test_a_query_to_a_hung_server_gives_up(
+    own_mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MYSQL_IO_TIMEOUT", 2)
+    store = ImageStore(own_mariadb.create_database())
+    store.open()
+    store.upsert([record("before.jpg")])
+    outcome: list[BaseException | int] = []
+
+    def count() -> None:
+        try:
+            outcome.append(store.count_rows())
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    own_mariadb.freeze()
+    try:
+        started = time.monotonic()
+        asking = threading.Thread(target=count, daemon=True)
+        asking.start()
+        asking.join(60)  # the read timeout, then a reconnect's connect timeout (10 s)
+        assert not asking.is_alive(), "still waiting for a hung server"
+        assert isinstance(outcome[0], DatabaseUnavailable), outcome
+        assert time.monotonic() - started >= 2
+    finally:
+        own_mariadb.thaw()
+    assert store.count_rows() == 1  # the dead connection was replaced
+    store.close()
+
+
+def test_adopting_a_table_is_not_held_to_the_timeout(
+    mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ALTER waits for another session's transaction on the table, longer than the
+    # timeout; on a large table, adding an index could take as long.
+    monkeypatch.setattr(store_module, "MYSQL_IO_TIMEOUT", 1)
+    url = mariadb.create_database()
+    other = _connect(url)
+    with other.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE images (id INT AUTO_INCREMENT PRIMARY KEY, file_name VARCHAR(255) "
+            "NOT NULL UNIQUE, title VARCHAR(255), description TEXT, wp_url VARCHAR(255))"
+        )
+        cursor.execute("INSERT INTO images (file_name) VALUES ('old.jpg')")
+        other.commit()
+        cursor.execute("BEGIN")
+        cursor.execute("SELECT * FROM images")  # holds the table's metadata lock
+    ending = threading.Timer(3, other.commit)
+    ending.start()
+    store = ImageStore(url)
+    try:
+        started = time.monotonic()
+        store.open()
+        assert time.monotonic() - started >= 2, "the ALTER did wait for the other session"
+        assert store.get("old.jpg") is not None
+        assert store.get("old.jpg")["status"] == "pending"  # type: ignore[index]
+    finally:
+        ending.join()
+        other.close()
+        store.close()
+
+
+def test_the_daemon_goes_on_after_the_server_hung(
+    tmp_path: Path, image_dir: Path, own_mariadb: MariaDB
+) -> None:
+    # A timeout in the URL wins over imgwatch's own (and keeps the test short).
+    db = own_mariadb.create_database().update_query_dict(
+        {"read_timeout": "3", "write_timeout": "3"}
+    )
+    env = {
+        "IMGWATCH_IMAGE_DIR": str(image_dir),
+        "IMGWATCH_DB_URL": db.render_as_string(hide_password=False),
+    }
+    daemon = DaemonProcess(tmp_path / "run", env)
+    daemon.wait_started()
+    try:
+        daemon.wait_log(r"startup reconcile")
+        own_mariadb.freeze()
+        try:
+            write_image(image_dir / "during.jpg")
+            daemon.wait_log(r"ERROR .*database .*retrying, nothing is lost meanwhile", 60)
+            assert daemon.process.poll() is None
+        finally:
+            own_mariadb.thaw()
+        rows = wait_rows(db, lambda r: r.get("during.jpg", {}).get("status") == DONE, 90)
+        assert rows["during.jpg"]["status"] == DONE
+    finally:
+        assert daemon.stop() == 0
+
+
+def _connect(url: URL) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        autocommit=False,
+    )
