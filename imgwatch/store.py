@@ -920,21 +920,38 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 MYSQL_IO_TIMEOUT = 120
 
 
+_IO_TIMEOUT_KEYS = ("read_timeout", "write_timeout")
+
+
 def _create_engine(url: URL, io_timeout: int | None) -> Engine:
+    """An engine for url; on MySQL through pymysql with io_timeout (None: none at all,
+    not even one the URL gives)."""
     try:
         if url.get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        timeouts = {
-            key: io_timeout
-            for key in ("read_timeout", "write_timeout")
-            if io_timeout is not None and key not in url.query
-        }
+        timeouts: dict[str, int] = {}
+        if url.get_driver_name() == "pymysql":  # other drivers name their own options
+            _check_io_timeouts(url)
+            if io_timeout is None:
+                url = url.difference_update_query(_IO_TIMEOUT_KEYS)
+            else:
+                timeouts = {k: io_timeout for k in _IO_TIMEOUT_KEYS if k not in url.query}
         # pre_ping: a connection the server dropped overnight is replaced, not reported.
         return create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=timeouts)
     except (SQLAlchemyError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL: {describe_db_error(exc)}") from None
+
+
+def _check_io_timeouts(url: URL) -> None:
+    """pymysql takes whole seconds above 0; anything else would fail at every connect."""
+    for key in _IO_TIMEOUT_KEYS:
+        value = url.query.get(key)
+        if value is not None and not (isinstance(value, str) and value.isdigit() and int(value)):
+            raise ConfigError(
+                f"database URL: {key} must be a whole number of seconds above 0, not {value!r}"
+            )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

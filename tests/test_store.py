@@ -441,6 +441,38 @@ def test_prepared_rows_are_kept_when_writes_alternate_connections(
         store.close()
 
 
+@pytest.mark.parametrize("value", ["0", "2.5", "-1", "soon", ""])
+def test_an_unusable_io_timeout_in_the_url_is_a_settings_error(value: str) -> None:
+    # pymysql would refuse it at every connect: a restart loop, not a clear exit 78.
+    url = URL.create(
+        "mysql+pymysql", "u", "secret", "127.0.0.1", 3306, "db", query={"read_timeout": value}
+    )
+    with pytest.raises(ConfigError, match="read_timeout must be a whole number") as info:
+        ImageStore(url)
+    assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [({}, (120, 120)), ({"read_timeout": "7"}, (7, 120)), ({"write_timeout": "9"}, (120, 9))],
+)
+def test_io_timeouts_reach_the_driver_and_the_urls_win(
+    query: dict[str, str], expected: tuple[int, int]
+) -> None:
+    url = URL.create("mysql+pymysql", "u", "p", "127.0.0.1", 1, "db", query=query)
+    store = ImageStore(url)
+    seen: list[dict[str, Any]] = []
+
+    def do_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        seen.append(dict(cparams))
+        raise RuntimeError("no connecting in this test")
+
+    event.listen(store.engine, "do_connect", do_connect)
+    with pytest.raises(RuntimeError):
+        store.engine.connect()
+    assert (seen[0]["read_timeout"], seen[0]["write_timeout"]) == expected
+
+
 def _no_backslash_escapes(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
