@@ -126,7 +126,7 @@ class Daemon:
         self._next_watch_attempt = 0.0
         self._watch_limit_reported = False
         self._last_error = LastError(self.stats)
-        self.metrics = Metrics() if settings.metrics_address else None
+        self.metrics = Metrics() if settings.metrics_listen else None
         self.listener: Listener | None = None
         self._database_check = DatabaseCheck(self.store.ping)
 
@@ -546,14 +546,12 @@ class Daemon:
             wanted = self._reconcile_wanted.wait(RETRY_POLL)
             if self.stopping.is_set():
                 return
-            if not wanted:
-                # `imgwatch retry` (another process) marks rows in the database: a
-                # reconcile reads them.
-                if not self._rereads_due(since):
-                    continue
-                self._reconcile_reason = "retry"
+            # `imgwatch retry` (another process) marks rows in the database: a
+            # reconcile reads them.
+            if not wanted and not self._rereads_due(since):
+                continue
             self._reconcile_wanted.clear()
-            reason = self._reconcile_reason
+            reason = self._reconcile_reason if wanted else "retry"
             started = utcnow()
             summary = self._run_reconcile(reconciler, reason)
             if summary is not None and not summary.interrupted:

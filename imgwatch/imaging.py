@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from imgwatch.metadata import TextFields, embedded_text, upright_size
+from imgwatch.metadata import NO_TEXT, TextFields, embedded_text, upright_size
 from imgwatch.pngheader import plain_png_size
 
 # Longest signature below, plus room for the RIFF/WEBP form.
@@ -99,6 +99,7 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
                 f"{max_bytes / 2**20:g} MiB limit (IMGWATCH_MAX_FILE_MB)"
             )
         f: BinaryIO
+        whole: bytes | None = None
         if before.st_size <= _WHOLE_FILE_BYTES:
             # A small file is read whole, with plain reads (no file object), and looked
             # at in memory: its sniff, header, hash and end marker would otherwise each
@@ -116,7 +117,9 @@ def inspect_image(path: str, max_bytes: int | None = None) -> ImageFacts:
                 raise NotAnImage(f"not an image: content {describe_content(head)}")
             mime, fmt = kind
             f.seek(0)
-            width, height, text = _header(f, fmt)
+            # A plain PNG read whole is sized without Pillow (see pngheader.py).
+            size = plain_png_size(whole) if fmt == "PNG" and whole is not None else None
+            width, height, text = (*size, NO_TEXT) if size is not None else _header(f, fmt)
             if not digest:
                 f.seek(0)
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
@@ -154,11 +157,6 @@ def _read_up_to(fd: int, size: int) -> bytes:
 
 def _header(f: BinaryIO, fmt: str) -> tuple[int, int, TextFields]:
     """Width, height and text fields from the header only; Pillow decodes no pixels."""
-    if fmt == "PNG" and isinstance(f, io.BytesIO):
-        with f.getbuffer() as whole:
-            size = plain_png_size(whole)
-        if size is not None:
-            return *size, _NO_TEXT  # a plain PNG: no text, no orientation
     try:
         with warnings.catch_warnings():
             # Over MAX_IMAGE_PIXELS Pillow warns; over twice that it raises. Both are rejections.
@@ -181,8 +179,6 @@ def _header(f: BinaryIO, fmt: str) -> tuple[int, int, TextFields]:
         raise NotAnImage(f"corrupt {fmt} header: size {width}x{height}")
     return *shown, text
 
-
-_NO_TEXT = TextFields()
 
 # Files up to this size are read whole into memory (the workers hold one each).
 _WHOLE_FILE_BYTES = 1 << 20

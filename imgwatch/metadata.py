@@ -81,7 +81,7 @@ class TextFields:
         return replace(fallback, **{name: getattr(self, name) for name in self.given()})
 
 
-_NOTHING = TextFields()
+NO_TEXT = TextFields()
 # Where Pillow puts metadata blocks while it reads a header: XMP (JPEG, WebP; PNG's
 # iTXt), EXIF, and the Photoshop resources that carry IPTC in a JPEG.
 _METADATA_KEYS = frozenset({"xmp", "XML:com.adobe.xmp", "exif", "photoshop"})
@@ -94,15 +94,17 @@ class SidecarError(Exception):
 def embedded_text(img: Image.Image) -> TextFields:
     """The text fields inside an opened image (header only; no pixels decoded)."""
     if not _METADATA_KEYS.intersection(img.info) and img.format != "TIFF":
-        return _NOTHING  # most small images: nothing to parse (TIFF keeps it in tags)
+        return NO_TEXT  # most small images: nothing to parse (TIFF keeps it in tags)
     xmp = _xmp_fields(img)
     iptc = _iptc_fields(img)
     exif = _exif_fields(img)
-    description = _first(xmp.get("description"), iptc.get("description"), exif.get("description"))
+    description = _clip(
+        _first(xmp.get("description"), iptc.get("description"), exif.get("description")), TEXT_MAX
+    )
     return TextFields(
         title=_clip(_first(xmp.get("title"), iptc.get("title"), exif.get("title")), TITLE_MAX),
-        description=_clip(description, TEXT_MAX),
-        caption=_clip(description, TEXT_MAX),
+        description=description,
+        caption=description,
         alt_text=_clip(xmp.get("alt_text"), TEXT_MAX),
     )
 

@@ -1,7 +1,7 @@
 """How far a `--rescan` has got: a bar on a terminal, log lines everywhere else.
 
 On a terminal (stderr is a tty) tqdm draws a bar over the files of the tree
-(counted first, by a walk that stats nothing), with the bytes read, the rate and
+(counted first, by a walk of its own that opens nothing), with the bytes read, the rate and
 the time left; log lines go above it. Under systemd, in cron, or piped, a plain
 line is logged every LOG_EVERY seconds instead: a journal has no use for a bar.
 """

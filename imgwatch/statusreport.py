@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from imgwatch.admin import last_scan, recent_problems
-from imgwatch.store import STATUSES, ImageStore, images, scans
+from imgwatch.admin import SCAN_COUNTS, last_scan, recent_problems
+from imgwatch.store import FAILED, STATUSES, ImageStore, images, scans
 
 
 def gather(store: ImageStore, limit: int) -> dict[str, Any]:
@@ -57,10 +57,7 @@ def render(report: dict[str, Any]) -> str:
     if scan is None:
         lines.append("last scan: none recorded")
     else:
-        found = ", ".join(
-            f"{scan[k]:,} {k}"
-            for k in ("new", "changed", "unchanged", "rejected", "missing", "failed")
-        )
+        found = ", ".join(f"{scan[k]:,} {k}" for k in SCAN_COUNTS)
         lines.append(
             f"last scan: {_shown_time(scan['started_at'])} ({scan['reason']}"
             + (f" on {scan['host']}" if scan["host"] else "")
@@ -75,7 +72,7 @@ def render(report: dict[str, Any]) -> str:
         for p in problems:
             when = _shown_time(p["updated_at"]) if p["updated_at"] else "?"
             retry = ""
-            if p["status"] == "failed":
+            if p["status"] == FAILED:
                 retry = (
                     f" (attempt {p['attempts']}, next {_shown_time(p['next_attempt_at'])})"
                     if p["next_attempt_at"]

@@ -326,8 +326,10 @@ class MediaClient:
         # The fields ride in the query string, but a long description or caption
         # would pass a server's request-line limit (8 KiB on Apache: 414): those go
         # in a second request, as a JSON body.
-        later = given if len(urlencode(given)) > QUERY_FIELDS_MAX else {}
-        params = {"slug": slug, **({} if later else given)}
+        later: dict[str, str] = {}
+        if len(urlencode(given)) > QUERY_FIELDS_MAX:
+            later, given = given, {}
+        params = {"slug": slug, **given}
         resp = self._request(
             "POST", "/wp/v2/media", "upload", params=params, data=body, headers=headers
         )

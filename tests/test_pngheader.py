@@ -53,10 +53,10 @@ def saved(mode: str, size: tuple[int, int] = (13, 9), **params: object) -> bytes
 
 
 def pillow_says(data: bytes) -> tuple[int, int, TextFields] | str:
-    """The header as Pillow reads it (a file object, not bytes in memory, never
-    takes the fast path), or the kind of error that rejects it."""
+    """The header as Pillow reads it (inspect_image takes the fast path, _header
+    never does), or the kind of error that rejects it."""
     try:
-        return imaging._header(io.BufferedReader(io.BytesIO(data)), "PNG")
+        return imaging._header(io.BytesIO(data), "PNG")
     except Exception as exc:  # noqa: BLE001 - any rejection is an answer here
         return type(exc).__name__
 
