@@ -22,6 +22,7 @@ from imgwatch.store import (
     SCANS_KEPT,
     UPLOADING,
     ImageStore,
+    chunks,
     images,
     scans,
     utcnow,
@@ -106,10 +107,8 @@ def retry(
         if names:
             wanted = list(dict.fromkeys(names))
             found: dict[str, str] = {}
-            for start in range(0, len(wanted), 500):
-                query = select(c.file_name, c.status).where(
-                    c.file_name.in_(wanted[start : start + 500])
-                )
+            for chunk in chunks(wanted, 500):
+                query = select(c.file_name, c.status).where(c.file_name.in_(chunk))
                 found.update({row[0]: row[1] for row in conn.execute(query)})
             result.unknown = [n for n in wanted if n not in found]
             result.in_progress = [n for n in wanted if found.get(n) == UPLOADING]

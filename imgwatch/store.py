@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from operator import attrgetter, itemgetter
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 from sqlalchemy import (
     CHAR,
@@ -50,6 +50,8 @@ from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.rowsinsert import RowsInsert, literal_maker, no_backslash_escapes
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A row's place in its life; see ARCHITECTURE.md "A file's life".
 PENDING = "pending"
@@ -826,7 +828,7 @@ class ImageStore:
         """Remove rows (the `forget`/`purge` delete policies)."""
         count = 0
         with self.guard("removing rows"), self.engine.begin() as conn:
-            for chunk in _chunks(list(ids), _ID_CHUNK):
+            for chunk in chunks(list(ids), _ID_CHUNK):
                 count += conn.execute(delete(images).where(images.c.id.in_(chunk))).rowcount
         return count
 
@@ -906,7 +908,8 @@ def _like_escape(value: str) -> str:
     return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """items in slices of at most size (keeps IN (...) lists small)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
