@@ -35,6 +35,7 @@ from imgwatch.notify import Notifier
 from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler, ScanSummary
 from imgwatch.service import media_client, preflight, uploader
+from imgwatch.service import reconciler as service_reconciler
 from imgwatch.store import ImageStore, utcnow
 from imgwatch.walker import check_image_dir, walk
 from imgwatch.watcher import Change, Watcher, inotify_room_left, wants_polling
@@ -529,14 +530,8 @@ class Daemon:
             return 0
 
     def _reconcile_loop(self) -> None:
-        reconciler = Reconciler(
-            store=self.store,
-            image_dir=self.root,
-            accept=self.accept,
-            processor=self.processor,
-            batch_size=self.settings.batch_size,
-            uploads=self.client is not None,
-            claims=self,
+        reconciler = service_reconciler(
+            self.settings, self.store, self.root, uploads=self.client is not None, claims=self
         )
         # When the last reconcile that went through began: rows `retry` marked before
         # then were in its view, and those it could not read wait for the next

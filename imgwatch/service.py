@@ -15,7 +15,7 @@ from imgwatch.errors import TransientError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
-from imgwatch.scanner import Progress, Readers, Reconciler, Rows, ScanSummary
+from imgwatch.scanner import Claims, Progress, Readers, Reconciler, Rows, ScanSummary
 from imgwatch.store import ImageStore
 from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
 from imgwatch.walker import check_image_dir
@@ -96,8 +96,10 @@ def reconciler(
     uploads: bool,
     readers: Readers | None = None,
     progress: Progress | None = None,
+    claims: Claims | None = None,
 ) -> Reconciler:
-    """A one-shot reconcile of image_dir as the settings say (--rescan, dry runs)."""
+    """A reconcile of image_dir as the settings say: one-shot (--rescan, dry runs),
+    or the daemon's, which claims each file from its workers."""
     return Reconciler(
         store=store,
         image_dir=image_dir,
@@ -105,6 +107,7 @@ def reconciler(
         processor=FileProcessor(settings.default_description, settings.max_file_bytes),
         batch_size=settings.batch_size,
         uploads=uploads,
+        claims=claims,
         readers=readers,
         progress=progress,
     )
