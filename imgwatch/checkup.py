@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imgwatch.config import Settings
 from imgwatch.dryrun import NotingStore
-from imgwatch.errors import ConfigError, ImgwatchError, TransientError
+from imgwatch.errors import ConfigError, ImgwatchError, UploadError
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import row_name
 from imgwatch.service import media_client
@@ -43,7 +43,7 @@ def run_check(settings: Settings) -> int:
             _check_tree_and_plan(settings, root, store)
         finally:
             store.close()
-    except (ImgwatchError, TransientError) as exc:
+    except (ImgwatchError, UploadError) as exc:
         print(f"problem: {exc}", flush=True)
         print("check: failed", flush=True)
         return ConfigError.exit_code
@@ -68,9 +68,9 @@ def _check_wordpress(settings: Settings) -> None:
         say("WordPress", "not configured: files are recorded, not uploaded")
         return
     try:
-        client.preflight()  # ConfigError or TransientError, in plain words
-    except TransientError as exc:
-        raise TransientError(f"WordPress is not answering: {exc}") from None
+        # ConfigError (a refused password, a redirect …) or SiteCondition (a firewall,
+        # a maintenance page, no answer …), in plain words.
+        client.preflight()
     finally:
         client.close()
     say("WordPress", f"{client.api_url} accepts uploads from user {client.user!r}")

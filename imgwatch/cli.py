@@ -179,7 +179,7 @@ def run_rescan(settings: Settings, *, dry_run: bool = False) -> int:
     with rescan_progress(image_dir, ImageNameFilter(settings.extensions)) as progress:
         result = rescan(settings, progress)
     print(result.line(), flush=True)
-    return EXIT_FILES_FAILED if result.failed else 0
+    return EXIT_FILES_FAILED if result.incomplete else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

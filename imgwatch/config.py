@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="seconds before the first retry; doubles each time"
     )
     wp_backoff_max: float = Field(default=30.0, ge=0, description="longest pause between retries")
+    wp_probe_max: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="while uploads are paused by a site condition, longest pause between "
+        "probes of WordPress (they start at 2 s and double)",
+    )
+    wp_pause_unhealthy: float = Field(
+        default=900.0,
+        gt=0,
+        description="seconds uploads may stay paused by a condition of WordPress before "
+        "the health check answers 503",
+    )
     wp_share_identical: bool = Field(
         default=True, description="files with identical content share one media item"
     )

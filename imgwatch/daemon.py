@@ -26,12 +26,13 @@ from types import FrameType
 from imgwatch.admin import record_scan, rereads_due
 from imgwatch.config import Settings
 from imgwatch.debounce import Debouncer, Signature
-from imgwatch.errors import ConfigError, DatabaseUnavailable
+from imgwatch.errors import ConfigError, DatabaseUnavailable, SiteCondition
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
 from imgwatch.listener import DatabaseCheck, Listener
 from imgwatch.metadata import SIDECAR_SUFFIX
 from imgwatch.metrics import Metrics
 from imgwatch.notify import Notifier
+from imgwatch.pause import PauseState, duration
 from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler, ScanSummary
 from imgwatch.service import media_client, preflight, uploader
@@ -142,7 +143,7 @@ class Daemon:
         try:
             if self.client is not None:
                 up = uploader(self.settings, self.client, self.store)
-                preflight(self.client, up.breaker)
+                preflight(self.client, up.pause)
                 self.uploads = UploadDispatcher(up, self.store, self.stats, self.outage)
             self.watcher.start()
             log.info("watching %s (%s)", self.root, self.watcher.mode)
@@ -162,28 +163,34 @@ class Daemon:
             return
         metrics = self.metrics
         self.store.on_written = metrics.rows_written
-        breaker = None
+        pause = None
         if self.uploads is not None:
             self.uploads.uploader.on_upload = metrics.upload_done
             self.uploads.uploader.on_retry = metrics.upload_retries.inc
-            breaker = self.uploads.uploader.breaker
+            pause = self.uploads.uploader.pause
         metrics.watch(
             queue_depth=self.queue_depth,
             database_up=lambda: not self.outage.down,
             watching=lambda: self._watch_problem is None and self.watcher.alive(),
-            wordpress_up=(lambda: not breaker.is_open()) if breaker is not None else None,
+            wordpress_paused=(lambda: _kind(pause.condition)) if pause is not None else None,
         )
         self.listener = Listener(*address, metrics.registry, self.trouble)
         self.listener.start()
 
     def trouble(self) -> str | None:
         """What the health check answers 503 for, or None: not watching the image
-        directory, or the database not answering."""
+        directory, the database not answering, uploads paused for long."""
         if self._watch_problem is not None:
             return self._watch_problem
         if not self.watcher.alive():
             return f"not watching {self.root}: the file watcher has stopped"
+        paused = self._pause_state()
+        if paused is not None and paused.seconds >= self.settings.wp_pause_unhealthy:
+            return f"uploads paused for {duration(paused.seconds)}: {paused.message}"
         return self._database_check()
+
+    def _pause_state(self) -> PauseState | None:
+        return None if self.uploads is None else self.uploads.uploader.pause.state()
 
     def _start_threads(self) -> None:
         self.writer.start()
@@ -504,6 +511,9 @@ class Daemon:
         )
         if self.uploads is not None:
             text += f", {s.uploaded} uploaded, {s.upload_failed} upload failures"
+        paused = self._pause_state()
+        if paused is not None:
+            text += f"; uploads paused {duration(paused.seconds)}: {paused.message}"
         if s.last_error:
             text += f"; last error: {s.last_error}"
         return text
@@ -581,3 +591,7 @@ class Daemon:
         self.stats.add("missing", summary.missing)
         self._new_upload_rows()
         return summary
+
+
+def _kind(condition: SiteCondition | None) -> str | None:
+    return None if condition is None else condition.kind

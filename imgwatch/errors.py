@@ -5,9 +5,11 @@
      ├── ConfigError         (exit 78, EX_CONFIG: a restart will not help)
      └── DatabaseUnavailable (exit 75, EX_TEMPFAIL: try again later)
 
-    UploadError              (one file; recorded in the row, the run goes on)
-     ├── TransientError      (retry with backoff, honouring Retry-After)
-     └── PermanentError      (recorded as failed until the file or WordPress changes)
+    UploadError              (one request to WordPress did not do what it should)
+     ├── TransientError      (unsure: retry with backoff, honouring Retry-After; then a
+     │                        probe of the site tells the site's fault from the file's)
+     ├── PermanentError      (WordPress refused this file: failed until the file changes)
+     └── SiteCondition       (nothing about the file: all uploads pause, the site is probed)
 
 Messages are one line, meant for an operator, and never contain a password.
 """
@@ -53,3 +55,17 @@ class TransientError(UploadError):
 
 class PermanentError(UploadError):
     """Trying again will not help until something changes: WordPress refused the file."""
+
+
+class SiteCondition(UploadError):
+    """WordPress, or what stands in front of it, answers no upload properly now: a
+    refused password, a firewall's or a cache's HTML page, a redirect, no answer.
+    Nothing is said about the file: every upload waits until a probe succeeds.
+
+    `kind` is a short fixed name (a metric label); the message says what to look at.
+    """
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after

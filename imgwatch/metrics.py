@@ -9,7 +9,7 @@ per distinct message would grow without bound.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +18,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from imgwatch.store import DONE, FAILED, PENDING, REJECTED, ImageRecord
 
@@ -101,11 +102,8 @@ class Metrics:
         self.database_up = Gauge(
             "imgwatch_database_up", "1 while the database answers, 0 during an outage", registry=r
         )
-        self.wordpress_up = Gauge(
-            "imgwatch_wordpress_up",
-            "1 unless WordPress failed moments ago (uploads paused); absent without WordPress",
-            registry=r,
-        )
+        self.wordpress_up = _WordPressUp()
+        r.register(self.wordpress_up)
         self.watching = Gauge(
             "imgwatch_watching", "1 while the image directory is watched", registry=r
         )
@@ -116,14 +114,15 @@ class Metrics:
         queue_depth: Callable[[], float],
         database_up: Callable[[], bool],
         watching: Callable[[], bool],
-        wordpress_up: Callable[[], bool] | None,
+        wordpress_paused: Callable[[], str | None] | None,
     ) -> None:
-        """Gauges read at scrape time from the daemon's own state."""
+        """Gauges read at scrape time from the daemon's own state. wordpress_paused
+        gives the kind of condition uploads are paused for, or None."""
         self.queue_depth.set_function(queue_depth)
         self.database_up.set_function(lambda: float(database_up()))
         self.watching.set_function(lambda: float(watching()))
-        if wordpress_up is not None:
-            self.wordpress_up.set_function(lambda: float(wordpress_up()))
+        if wordpress_paused is not None:
+            self.wordpress_up.paused = wordpress_paused
         else:
             self.registry.unregister(self.wordpress_up)
 
@@ -143,3 +142,23 @@ class Metrics:
         self.reconciles.labels(reason).inc()
         self.last_scan_seconds.set(duration)
         self.last_scan_end.set(time.time())
+
+
+class _WordPressUp:
+    """imgwatch_wordpress_up{reason}: 1 with reason "" while uploads flow, 0 with the
+    kind of condition (firewall, unauthorized, redirect …) while they are paused. One
+    series at a time, so `imgwatch_wordpress_up == 0` alerts and the label says why."""
+
+    def __init__(self) -> None:
+        self.paused: Callable[[], str | None] = lambda: None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        reason = self.paused()
+        family = GaugeMetricFamily(
+            "imgwatch_wordpress_up",
+            "1 while uploads flow; 0 while they are paused by a condition of WordPress, "
+            "named by reason; absent without WordPress",
+            labels=["reason"],
+        )
+        family.add_metric([reason or ""], 0.0 if reason else 1.0)
+        yield family

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from imgwatch.admin import record_scan
 from imgwatch.config import Settings
-from imgwatch.errors import TransientError
+from imgwatch.errors import SiteCondition
 from imgwatch.filters import ImageNameFilter
+from imgwatch.pause import UploadPause
 from imgwatch.processor import FileProcessor
 from imgwatch.readers import ProcessReaders, reader_processes
 from imgwatch.scanner import Claims, Progress, Readers, Reconciler, Rows, ScanSummary
 from imgwatch.store import ImageStore
-from imgwatch.uploader import Breaker, RetryPolicy, Uploader, UploadTally, release_dead_claims
+from imgwatch.uploader import RetryPolicy, Uploader, UploadTally, release_dead_claims
 from imgwatch.walker import check_image_dir
 from imgwatch.wordpress import MediaClient
 
@@ -28,10 +29,16 @@ log = logging.getLogger(__name__)
 class RescanResult:
     scan: ScanSummary
     uploads: UploadTally | None
+    stopped_by: str | None = None  # the site condition that stopped the uploads
 
     @property
     def failed(self) -> int:
         return self.scan.failed + (self.uploads.failed if self.uploads else 0)
+
+    @property
+    def incomplete(self) -> bool:
+        """Something is left for the daemon or the next run: exit 1."""
+        return bool(self.failed or self.stopped_by)
 
     def line(self) -> str:
         text = self.scan.line()
@@ -41,6 +48,8 @@ class RescanResult:
                 f"; wordpress: {u.done} uploaded, {u.reused} linked to existing media, "
                 f"{u.failed} failed"
             )
+            if self.stopped_by is not None:
+                text += f", {u.waiting} waiting (uploads stopped: {self.stopped_by})"
         return text
 
 
@@ -72,18 +81,18 @@ def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uplo
         policy=RetryPolicy(settings.wp_retries, settings.wp_backoff, settings.wp_backoff_max),
         share_identical=settings.wp_share_identical,
         delete_replaced=settings.wp_delete_replaced,
-        breaker=Breaker(),
+        pause=UploadPause(probe_max=settings.wp_probe_max),
         lease=settings.wp_retries * per_try + 60,
     )
 
 
-def preflight(client: MediaClient, breaker: Breaker) -> None:
-    """Wrong credentials stop the run (ConfigError); an unreachable site only delays uploads."""
+def preflight(client: MediaClient, pause: UploadPause) -> None:
+    """Wrong settings (password, address) stop the run (ConfigError); any other
+    condition of the site only pauses the uploads."""
     try:
         client.preflight()
-    except TransientError as exc:
-        log.warning("WordPress is not answering, uploads will be retried later: %s", exc)
-        breaker.trip(str(exc))
+    except SiteCondition as condition:
+        pause.report(condition)
     else:
         log.info("WordPress: %s, user %r may upload", client.api_url, client.user)
 
@@ -126,7 +135,7 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
         store.open()
         up = uploader(settings, client, store) if client else None
         if client and up:
-            preflight(client, up.breaker)
+            preflight(client, up.pause)
         summary = reconciler(
             settings,
             store,
@@ -136,11 +145,18 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
             progress=progress,
         ).run()
         record_scan(store, "rescan", summary)
-        tally = None
-        if up is not None:
-            # An explicit rescan retries failed uploads now, whatever their schedule.
-            tally = up.upload_all(store.due_uploads(include_scheduled=True))
-        return RescanResult(summary, tally)
+        if up is None:
+            return RescanResult(summary, None)
+        # An explicit rescan retries failed uploads now, whatever their schedule.
+        tally = up.upload_all(store.due_uploads(include_scheduled=True))
+        stopped = up.pause.condition
+        if stopped is not None:
+            log.error(
+                "uploads stopped: %s; %d file(s) wait for the daemon or the next run",
+                stopped,
+                tally.waiting,
+            )
+        return RescanResult(summary, tally, str(stopped) if stopped else None)
     finally:
         if readers is not None:
             readers.close()

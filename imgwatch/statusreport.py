@@ -10,7 +10,21 @@ import datetime as dt
 from typing import Any
 
 from imgwatch.admin import SCAN_COUNTS, last_scan, recent_problems
-from imgwatch.store import FAILED, STATUSES, ImageStore, images, scans
+from imgwatch.store import (
+    DELETIONS_HELD,
+    FAILED,
+    STATUSES,
+    UPLOADS_PAUSED,
+    Condition,
+    ImageStore,
+    conditions,
+    images,
+    scans,
+    utcnow,
+)
+
+# A pause not confirmed for this long: the process that recorded it may be gone.
+STALE_AFTER = dt.timedelta(minutes=10)
 
 
 def gather(store: ImageStore, limit: int) -> dict[str, Any]:
@@ -23,6 +37,8 @@ def gather(store: ImageStore, limit: int) -> dict[str, Any]:
     total = store.count_rows() if original else sum(counts.values())
     scan = last_scan(store) if scans.name not in missing_tables else None
     problems = recent_problems(store, limit) if counts and limit > 0 else []
+    waiting = store.conditions() if conditions.name not in missing_tables else []
+    held = next((c for c in waiting if c.kind == DELETIONS_HELD), None)
     return {
         "database": store.display_url,
         "adopted": not original,
@@ -32,6 +48,30 @@ def gather(store: ImageStore, limit: int) -> dict[str, Any]:
         | {s: n for s, n in counts.items() if s not in STATUSES},
         "last_scan": _plain(scan) if scan is not None else None,
         "problems": [_plain(p) for p in problems],
+        "uploads_paused": [_pause(c) for c in waiting if c.kind == UPLOADS_PAUSED],
+        "deletions_held": _held(held) if held is not None else None,
+    }
+
+
+def _pause(condition: Condition) -> dict[str, Any]:
+    return {
+        "owner": condition.owner,
+        "reason": condition.reason,
+        "message": condition.message,
+        "since": _iso(condition.since),
+        "checked_at": _iso(condition.checked_at),
+        "stale": utcnow() - condition.checked_at > STALE_AFTER,
+    }
+
+
+def _held(condition: Condition) -> dict[str, Any]:
+    return {
+        "rows": condition.rows,
+        "reason": condition.reason,
+        "message": condition.message,
+        "since": _iso(condition.since),
+        "checked_at": _iso(condition.checked_at),
+        "confirmed": condition.confirmed_at is not None,
     }
 
 
@@ -64,6 +104,27 @@ def render(report: dict[str, Any]) -> str:
             + f"), took {scan['duration_s']:.1f} s"
             + (", interrupted" if scan["interrupted"] else "")
             + f": {found}"
+        )
+    for pause in report["uploads_paused"]:
+        lines.append(
+            f"uploads paused since {_shown_time(pause['since'])} on {pause['owner']}: "
+            f"{pause['message']}"
+            + (
+                f" (not confirmed since {_shown_time(pause['checked_at'])}: that process may "
+                "have stopped)"
+                if pause["stale"]
+                else ""
+            )
+        )
+    held = report["deletions_held"]
+    if held is not None:
+        lines.append(
+            f"deletions held since {_shown_time(held['since'])}: {held['message']}; "
+            + (
+                "confirmed, the next reconcile applies them"
+                if held["confirmed"]
+                else "put the files back, or apply them with `imgwatch retry --confirm-deletes`"
+            )
         )
     problems = report["problems"]
     if problems:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     case,
     create_engine,
     delete,
@@ -43,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
@@ -137,6 +138,44 @@ scans = Table(
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
+
+
+# What a daemon or a rescan is waiting for, for `imgwatch status` in another process:
+# uploads paused by a condition of WordPress (one row per process that pauses), and
+# deletions held by the mass-deletion guard (one row per database: the data's).
+UPLOADS_PAUSED = "uploads_paused"
+DELETIONS_HELD = "deletions_held"
+conditions = Table(
+    "imgwatch_conditions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("owner", String(128), nullable=False),  # host:pid, or "" for the data's own
+    Column("reason", String(32), nullable=False),  # a short fixed name, as in metrics
+    Column("message", Text, nullable=False),
+    Column("rows", Integer),  # deletions held: how many rows
+    Column("since", DateTime, nullable=False),
+    Column("checked_at", DateTime, nullable=False),  # last seen to hold
+    Column("confirmed_at", DateTime),  # deletions held: an operator said to apply them
+    UniqueConstraint("kind", "owner", name="uq_imgwatch_conditions"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+TABLES = (images, scans, conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One row of imgwatch_conditions."""
+
+    kind: str
+    owner: str
+    reason: str
+    message: str
+    since: dt.datetime
+    checked_at: dt.datetime
+    rows: int | None = None
+    confirmed_at: dt.datetime | None = None
 
 
 def _column(name: str, absent: Collection[str] = ()) -> Any:
@@ -398,7 +437,7 @@ class ImageStore:
 
     def _schema_changes(self, conn: Connection) -> list[_SchemaChange]:
         insp = inspect(conn)
-        changes = [_SchemaChange(t) for t in (images, scans) if not insp.has_table(t.name)]
+        changes = [_SchemaChange(t) for t in TABLES if not insp.has_table(t.name)]
         if any(c.table is images for c in changes):
             return changes
         present = {c["name"] for c in insp.get_columns(images.name)}
@@ -584,6 +623,11 @@ class ImageStore:
             claimed_until=None,
         )
 
+    def release_upload(self, job: UploadJob) -> bool:
+        """Give a claimed row back to wait: the site, not the file, stopped its upload.
+        Nothing is counted against the file; the row stays due."""
+        return self._update_job(job, status=PENDING, claimed_by=None, claimed_until=None)
+
     def record_upload_failure(
         self, job: UploadJob, reason: str, next_attempt_at: dt.datetime | None
     ) -> bool:
@@ -633,6 +677,64 @@ class ImageStore:
     def all_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(images).order_by(images.c.id))]
+
+    # --- conditions: what a process is waiting for -------------------------------
+
+    def conditions(self) -> list[Condition]:
+        """Every condition recorded, oldest first."""
+        c = conditions.c
+        query = select(
+            c.kind, c.owner, c.reason, c.message, c.since, c.checked_at, c.rows, c.confirmed_at
+        ).order_by(c.id)
+        with self.guard("reading conditions"), self.engine.connect() as conn:
+            return [Condition(*row) for row in conn.execute(query)]
+
+    def set_condition(self, condition: Condition) -> None:
+        """Record (or refresh) a condition; its kind and owner say which one. An
+        operator's confirmation already given is kept."""
+        c = conditions.c
+        values = {
+            "reason": condition.reason[:32],
+            "message": condition.message,
+            "rows": condition.rows,
+            "since": condition.since,
+            "checked_at": condition.checked_at,
+        }
+        which = (c.kind == condition.kind) & (c.owner == condition.owner[:128])
+        refresh = update(conditions).where(which).values(**values)
+        insert = conditions.insert().values(
+            kind=condition.kind, owner=condition.owner[:128], **values
+        )
+        with self.guard("recording a condition"):
+            with self.engine.begin() as conn:
+                if conn.execute(refresh).rowcount:
+                    return
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert)
+            except IntegrityError:  # another process recorded it first: refresh theirs
+                with self.engine.begin() as conn:
+                    conn.execute(refresh)
+
+    def clear_condition(self, kind: str, owners: Sequence[str]) -> int:
+        """The condition is over (or its process is dead)."""
+        if not owners:
+            return 0
+        c = conditions.c
+        stmt = delete(conditions).where(c.kind == kind, c.owner.in_([o[:128] for o in owners]))
+        with self.guard("clearing a condition"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def confirm_held_deletions(self) -> int:
+        """An operator says the held deletions are meant: the next reconcile applies them."""
+        c = conditions.c
+        stmt = (
+            update(conditions)
+            .where(c.kind == DELETIONS_HELD, c.confirmed_at.is_(None))
+            .values(confirmed_at=utcnow())
+        )
+        with self.guard("confirming held deletions"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
 
     # --- writes ----------------------------------------------------------------
 

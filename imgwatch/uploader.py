@@ -3,7 +3,9 @@
 The idempotency key is a slug derived from the content (`img-<sha256>`): it is
 looked up before every upload and after every error, so a crash, a timeout or a
 re-run finds the earlier upload instead of making a second one. The row goes
-`pending -> uploading -> done`; anything else ends `failed` with the reason.
+`pending -> uploading -> done`; a file WordPress refuses ends `failed` with the
+reason. A condition of the site (imgwatch/wpanswers.py) fails no row: the row goes
+back to `pending` and every upload pauses (imgwatch/pause.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgwatch.errors import PermanentError, TransientError, UploadError
-from imgwatch.store import ImageStore, UploadJob, utcnow
-from imgwatch.wordpress import Media, MediaClient, upload_file_name
+from imgwatch.errors import PermanentError, SiteCondition, TransientError, UploadError
+from imgwatch.pause import UploadPause
+from imgwatch.store import UPLOADS_PAUSED, ImageStore, UploadJob, utcnow
+from imgwatch.wordpress import Media, MediaClient, MediaGone, upload_file_name
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +67,28 @@ def claim_owner() -> str:
 
 def release_dead_claims(store: ImageStore) -> int:
     """Claims this host's earlier, now dead, processes left behind (kill -9 mid-upload):
-    released at once rather than after their lease."""
-    prefix = socket.gethostname() + ":"
-    dead = []
-    for owner in store.claim_owners(prefix):
-        pid_text = owner[len(prefix) :]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-            dead.append(owner)
-    released = store.release_claims_of(dead)
+    released at once rather than after their lease. Their record of a pause goes too."""
+    released = store.release_claims_of(dead_owners(store.claim_owners(_host_prefix())))
     if released:
         log.info("released %d upload claim(s) of earlier processes on this host", released)
+    paused = [c.owner for c in store.conditions() if c.kind == UPLOADS_PAUSED]
+    store.clear_condition(UPLOADS_PAUSED, dead_owners(paused))
     return released
+
+
+def dead_owners(owners: Iterable[str]) -> list[str]:
+    """The host:pid owners among these that were processes of this host, now gone."""
+    prefix = _host_prefix()
+    dead = []
+    for owner in owners:
+        pid_text = owner[len(prefix) :] if owner.startswith(prefix) else ""
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            dead.append(owner)
+    return dead
+
+
+def _host_prefix() -> str:
+    return socket.gethostname() + ":"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -87,42 +101,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class Breaker:
-    """Stops hammering a WordPress that is down: after one file used up its retries on
-    a transient error, the others fail fast until `cooldown` has passed."""
-
-    def __init__(self, cooldown: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cooldown = cooldown
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._open_until = 0.0
-        self._reason = ""
-
-    def trip(self, reason: str) -> None:
-        with self._lock:
-            self._open_until = self._clock() + self.cooldown
-            self._reason = reason
-
-    def reset(self) -> None:
-        with self._lock:
-            self._open_until = 0.0
-
-    def is_open(self) -> bool:
-        """True while uploads are paused after WordPress failed."""
-        with self._lock:
-            return self._clock() < self._open_until
-
-    def check(self) -> None:
-        """Raise TransientError while open."""
-        with self._lock:
-            if self._clock() < self._open_until:
-                raise BreakerOpen(f"not tried, WordPress is down: {self._reason}")
-
-
-class BreakerOpen(TransientError):
-    """Not tried: WordPress failed moments ago and is given time to come back."""
-
-
 class ContentChanged(Exception):
     """The file on disk no longer has the row's content; a scan will pick up the new one."""
 
@@ -133,6 +111,7 @@ class UploadTally:
     reused: int = 0
     failed: int = 0
     skipped: int = 0
+    waiting: int = 0  # not tried or given back: uploads are paused by a site condition
 
 
 class Uploader:
@@ -148,7 +127,7 @@ class Uploader:
         policy: RetryPolicy | None = None,
         share_identical: bool = True,
         delete_replaced: bool = False,
-        breaker: Breaker | None = None,
+        pause: UploadPause | None = None,
         owner: str = "",
         lease: float = 900.0,
     ) -> None:
@@ -163,7 +142,7 @@ class Uploader:
         self.policy = policy or RetryPolicy()
         self.share_identical = share_identical
         self.delete_replaced = delete_replaced
-        self.breaker = breaker or Breaker()
+        self.pause = pause or UploadPause()
         # Two rows with the same content must not both miss the lookup and both upload.
         self._slug_locks = [threading.Lock() for _ in range(64)]
         self._tally_lock = threading.Lock()
@@ -179,6 +158,7 @@ class Uploader:
         return f"img-{job.sha256[:48]}-{name_key}"
 
     def upload_all(self, jobs: Iterable[UploadJob]) -> UploadTally:
+        """Every job once (--rescan); once uploads pause, the rest wait, not tried."""
         tally = UploadTally()
 
         def run(job: UploadJob) -> None:
@@ -192,7 +172,10 @@ class Uploader:
         return tally
 
     def upload(self, job: UploadJob) -> str:
-        """Bring one row to `done` or `failed`; returns done|reused|failed|skipped."""
+        """Bring one row to `done` or `failed`, or give it back to wait for the site;
+        returns done|reused|failed|skipped|waiting."""
+        if self.pause.condition is not None:
+            return "waiting"
         started = time.monotonic()
         outcome = self._upload(job)
         if self.on_upload is not None:
@@ -217,11 +200,22 @@ class Uploader:
             log.warning("upload failed %r: %s", job.file_name, exc)
             self.store.record_upload_failure(job, str(exc), None)
             return "failed"
+        except SiteCondition as cond:
+            self.store.release_upload(job)
+            self.pause.report(cond)
+            return "waiting"
         except TransientError as exc:
+            # Retries used up. Whose fault: the probe tells the site's from this file's.
+            condition = self.client.probe()
+            if condition is not None:
+                self.store.release_upload(job)
+                self.pause.report(condition)
+                return "waiting"
             when = reschedule_at(job.attempts, exc.retry_after)
             log.warning("upload failed %r, next try %s UTC: %s", job.file_name, when, exc)
             self.store.record_upload_failure(job, str(exc), when)
             return "failed"
+        self.pause.upload_worked()
         if not self.store.record_upload(job, media.id, media.source_url):
             log.info("uploaded %r but its content changed meanwhile", job.file_name)
             return "skipped"
@@ -239,19 +233,16 @@ class Uploader:
         attempt = 0
         while True:
             attempt += 1
+            paused = self.pause.condition
+            if paused is not None:
+                raise paused  # another upload found the site in trouble meanwhile
             try:
-                self.breaker.check()
                 found = self.client.find_by_slug(slug)
                 if found is not None:
                     return found, True
-                media = self._send(job, slug)
-                self.breaker.reset()
-                return media, False
-            except BreakerOpen:
-                raise
+                return self._send(job, slug), False
             except TransientError as exc:
                 if attempt >= self.policy.attempts:
-                    self.breaker.trip(str(exc))
                     raise
                 pause = self.policy.delay(attempt, exc.retry_after)
                 log.info("retrying %r in %.1fs: %s", job.file_name, pause, exc)
@@ -279,8 +270,9 @@ class Uploader:
             if sha.hexdigest() != job.sha256:
                 raise ContentChanged("file changed since it was recorded")
             body.seek(0)
-            return self.client.upload(
+            media, later = self.client.upload(
                 body,
+                size=os.fstat(body.fileno()).st_size,
                 file_name=upload_file_name(job.file_name, job.mime_type),
                 mime_type=job.mime_type,
                 md5_hex=md5.hexdigest(),
@@ -291,6 +283,23 @@ class Uploader:
                     "caption": job.caption or "",
                     "alt_text": job.alt_text or "",
                 },
+            )
+        if later:
+            self._set_later_fields(job, media, later)
+        return media
+
+    def _set_later_fields(self, job: UploadJob, media: Media, fields: dict[str, str]) -> None:
+        """Text too long for the upload's query string, set right after it. The file
+        is in already: a failure here is a warning, not a failed upload (which would
+        only find the media by its slug next time and leave it as it is)."""
+        try:
+            self.client.update_fields(media.id, fields)
+        except (UploadError, MediaGone) as exc:
+            log.warning(
+                "uploaded %r as media %d, but could not set its text: %s",
+                job.file_name,
+                media.id,
+                exc,
             )
 
     def _drop_replaced(self, job: UploadJob, media: Media) -> None:

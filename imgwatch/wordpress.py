@@ -1,19 +1,23 @@
-"""WordPress REST client: preflight, find by slug, upload, post-process, delete.
+"""WordPress REST client: probe, find by slug, upload, update, post-process, delete.
 
 Only this module speaks HTTP. Each call either returns what WordPress said or
-raises TransientError / PermanentError with a one-line reason; retries and
-row bookkeeping live in the uploader. Facts behind the choices here are in
-the design notes (WORDPRESS.md): raw-body uploads, hex Content-MD5, slug as an
-idempotency key, the 500-with-attachment-id case.
+raises one of the errors imgwatch/wpanswers.py sorts answers into: the file was
+refused (PermanentError), the site is in a condition no upload can pass
+(SiteCondition), or unsure (TransientError). Retries, pauses and row bookkeeping
+live in the uploader.
+
+The choices here follow WordPress's REST API as it behaves: raw-body uploads with a
+hex Content-MD5, the slug as an idempotency key, a 500 that already created the
+attachment (finished with post-process), Basic auth with an Application Password.
+Redirects are never followed with the credentials: a moved site is named, not
+mistaken for a wrong password.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 import threading
-import time
 import unicodedata
 from dataclasses import dataclass
 from typing import IO, Any
@@ -22,13 +26,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from imgwatch.errors import ConfigError, PermanentError, TransientError, UploadError
+from imgwatch.errors import ConfigError, SiteCondition, TransientError, UploadError
+from imgwatch.wpanswers import (
+    AUTH_ADVICE,
+    SETTINGS_KINDS,
+    classify,
+    connection_condition,
+    unexpected_success,
+)
 
 log = logging.getLogger(__name__)
 
 API_LINK_REL = "https://api.w.org/"
-# 5xx codes that mean "this file will never be accepted", not "try later".
-REFUSED_FILE_CODES = frozenset({"rest_upload_sideload_error", "rest_upload_unknown_error"})
 # WordPress picks the stored type from the name's extension, so it must match the content.
 EXTENSION_FOR_MIME = {
     "image/jpeg": ".jpg",
@@ -38,15 +47,7 @@ EXTENSION_FOR_MIME = {
     "image/bmp": ".bmp",
     "image/tiff": ".tif",
 }
-# 4xx codes that are worth another try: the body changed on disk while it was being sent.
-RETRY_CODES = frozenset({"rest_upload_hash_mismatch"})
-MEDIA_FIELDS = "id,slug,source_url,missing_image_sizes"
-AUTH_ADVICE = (
-    "WordPress accepts only an Application Password over the REST API, not the login "
-    "password: create one under Users -> Profile -> Application Passwords (WordPress 5.6+, "
-    "site on HTTPS) and set it as IMGWATCH_WP_PASSWORD"
-)
-
+MEDIA_FIELDS = "id,slug,source_url"
 
 # Longest query string of text fields sent with the upload itself (bytes, encoded).
 QUERY_FIELDS_MAX = 2000
@@ -58,7 +59,10 @@ class Media:
 
     id: int
     source_url: str
-    missing_image_sizes: tuple[str, ...] = ()
+
+
+class MediaGone(Exception):
+    """The attachment is not in WordPress any more (a person deleted it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,54 +119,6 @@ def upload_file_name(file_name: str, mime_type: str) -> str:
     return ascii_stem[:120] + EXTENSION_FOR_MIME.get(mime_type, ".jpg")
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def error_from_response(resp: requests.Response, action: str) -> TransientError | PermanentError:
-    """Classify a non-success answer; the message carries WordPress's code and words."""
-    code, message = _wp_error(resp)
-    detail = f"{resp.status_code} {code}: {message}" if code else f"{resp.status_code} {message}"
-    text = f"WordPress {action}: {detail}".strip()
-    status = resp.status_code
-    refused = code in REFUSED_FILE_CODES and not _is_storage_race(code, message)
-    if status in {408, 429} or code in RETRY_CODES or (status >= 500 and not refused):
-        return TransientError(text, parse_retry_after(resp.headers.get("Retry-After")))
-    return PermanentError(text)
-
-
-def _is_storage_race(code: str, message: str) -> bool:
-    """rest_upload_sideload_error also reports failing to create the month's upload
-    directory, which happens when parallel uploads race to create it: worth a retry.
-    Only the "file type" wording (English sites) is taken as a refusal of the file."""
-    return code == "rest_upload_sideload_error" and "file type" not in message.lower()
-
-
-def _wp_error(resp: requests.Response) -> tuple[str, str]:
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "code" in body:
-        return str(body.get("code")), _one_line(str(body.get("message", "")))
-    return "", _one_line(resp.reason or "") or "(no message)"
-
-
-def _one_line(text: str) -> str:
-    text = re.sub(r"<[^>]+>", " ", text)  # WordPress messages may carry HTML
-    return " ".join(text.split())[:300]
-
-
 class MediaClient:
     """The media endpoints of one WordPress site, with Basic auth (Application Password)."""
 
@@ -185,6 +141,7 @@ class MediaClient:
         self._verify: bool | str = ca_bundle or True
         self._pool_size = pool_size
         self._local = threading.local()
+        self._agent = {"User-Agent": "imgwatch"}
 
     def __repr__(self) -> str:
         return f"MediaClient({self.api_url!r})"
@@ -197,7 +154,7 @@ class MediaClient:
             session = requests.Session()
             session.auth = self._auth
             session.verify = self._verify
-            session.headers["User-Agent"] = "imgwatch"
+            session.headers.update(self._agent)
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -217,41 +174,62 @@ class MediaClient:
             self._root = self._discover()
         return self._root
 
+    @property
+    def host(self) -> str:
+        return urlsplit(self.api_url).netloc
+
     def _request(
         self, method: str, route: str, action: str, params: dict[str, Any] | None = None, **kw: Any
     ) -> requests.Response:
+        """One request to a route. Redirects are answered, not followed: requests
+        would follow them without the credentials, and WordPress would then say the
+        password is wrong."""
         url, base_params = self.root.url(route)
         try:
             return self.session.request(
-                method, url, params={**base_params, **(params or {})}, timeout=self.timeout, **kw
+                method,
+                url,
+                params={**base_params, **(params or {})},
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kw,
             )
-        except requests.Timeout as exc:
-            raise TransientError(f"WordPress {action}: timed out ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
-            raise TransientError(f"WordPress {action}: cannot connect: {_reason(exc)}") from None
         except requests.RequestException as exc:
-            raise TransientError(f"WordPress {action}: {_reason(exc)}") from None
+            err = connection_condition(exc, self.host, self.timeout)
+            if isinstance(err, TransientError):
+                err = TransientError(f"WordPress {action}: {err}")
+            raise err from None
 
-    def _json(self, resp: requests.Response, action: str) -> Any:
+    def _json(self, resp: requests.Response, action: str, expected: str = "JSON") -> Any:
         try:
             return resp.json()
         except ValueError:
-            raise TransientError(f"WordPress {action}: answer is not JSON") from None
+            raise unexpected_success(resp, action, expected) from None
+
+    def _failed(self, resp: requests.Response, action: str, body_bytes: int | None = None) -> Any:
+        return classify(resp, action, user=self.user, site=self.api_url, body_bytes=body_bytes)
 
     def _discover(self) -> ApiRoot:
-        """Find the API root of a bare site URL: the Link header, else ?rest_route=/."""
+        """Find the API root of a bare site URL: the Link header, else ?rest_route=/.
+
+        Asked without credentials (the site's front page and API index are public),
+        following redirects: a site moved to https is found where it now is."""
         site = self.api_url.rstrip("/") + "/"
         try:
-            resp = self.session.get(site, timeout=self.timeout, allow_redirects=True)
+            resp = requests.get(
+                site, timeout=self.timeout, verify=self._verify, headers=self._agent
+            )
         except requests.RequestException as exc:
-            raise TransientError(f"WordPress discovery: cannot connect: {_reason(exc)}") from None
+            raise connection_condition(exc, self.host, self.timeout) from None
         link = resp.links.get(API_LINK_REL, {}).get("url")
         if link:
             return ApiRoot.from_discovered(link)
-        candidate = ApiRoot(site, rest_route=True)
+        candidate = ApiRoot(resp.url.split("?")[0] if resp.url else site, rest_route=True)
         url, params = candidate.url("/")
         try:
-            probe = self.session.get(url, params=params, timeout=self.timeout)
+            probe = requests.get(
+                url, params=params, timeout=self.timeout, verify=self._verify, headers=self._agent
+            )
             if probe.ok and "namespaces" in probe.json():
                 return candidate
         except (requests.RequestException, ValueError):
@@ -260,27 +238,48 @@ class MediaClient:
 
     # --- the calls ----------------------------------------------------------------
 
+    def probe(self) -> SiteCondition | None:
+        """Does the site answer properly now? None if so; else the condition, in words.
+
+        The question is the preflight's: who am I, and may I upload (`users/me`).
+        Unsure answers (5xx, timeouts, dropped connections) are conditions here: the
+        probe is what decides that the site, not a file, is at fault."""
+        try:
+            resp = self._request("GET", "/wp/v2/users/me", "probe", params={"context": "edit"})
+            if resp.status_code != 200:
+                raise self._failed(resp, "probe")
+            me = self._json(resp, "probe", "JSON")
+        except SiteCondition as cond:
+            return cond
+        except UploadError as exc:  # unsure, or a refusal no probe should get
+            detail = str(exc).removeprefix("WordPress probe: ")
+            return SiteCondition("no_answer", f"WordPress is not answering properly ({detail})")
+        except ConfigError as exc:  # discovery found no API at a bare site URL
+            return SiteCondition("no_api", str(exc))
+        caps = me.get("capabilities", {}) if isinstance(me, dict) else None
+        if not isinstance(caps, dict):
+            return unexpected_success(resp, "probe", "the user's profile")
+        if not caps.get("upload_files"):
+            return SiteCondition(
+                "not_allowed",
+                f"WordPress user {self.user!r} may not upload files (needs the upload_files "
+                "capability, e.g. the Author role)",
+            )
+        return None
+
     def preflight(self) -> None:
-        """Check the credentials and the upload_files capability; ConfigError if wrong."""
-        resp = self._request("GET", "/wp/v2/users/me", "preflight", params={"context": "edit"})
-        if resp.status_code == 401:
+        """At start: wrong settings (password, address, capability) stop the run with
+        ConfigError; any other condition is raised for the caller to wait out."""
+        condition = self.probe()
+        if condition is None:
+            return
+        if condition.kind == "unauthorized":
             raise ConfigError(
                 f"WordPress at {self.api_url} refused user {self.user!r} (401). " + AUTH_ADVICE
             )
-        if resp.status_code == 404:
-            raise ConfigError(f"no WordPress REST API at {self.api_url} (404)")
-        if not resp.ok:
-            err = error_from_response(resp, "preflight")
-            if isinstance(err, PermanentError):
-                raise ConfigError(str(err))
-            raise err
-        me = self._json(resp, "preflight")
-        caps = me.get("capabilities", {}) if isinstance(me, dict) else {}
-        if not caps.get("upload_files"):
-            raise ConfigError(
-                f"WordPress user {self.user!r} may not upload files "
-                "(needs the upload_files capability, e.g. the Author role)"
-            )
+        if condition.kind in SETTINGS_KINDS:
+            raise ConfigError(str(condition))
+        raise condition
 
     def find_by_slug(self, slug: str) -> Media | None:
         """The attachment with exactly this slug, if any."""
@@ -290,21 +289,23 @@ class MediaClient:
             "lookup",
             params={"slug": slug, "context": "edit", "_fields": MEDIA_FIELDS},
         )
-        if not resp.ok:
-            raise error_from_response(resp, "lookup")
-        items = self._json(resp, "lookup")
-        for item in items if isinstance(items, list) else []:
-            if item.get("slug") == slug:
+        if resp.status_code != 200:
+            raise self._failed(resp, "lookup")
+        items = self._json(resp, "lookup", "a list of media")
+        if not isinstance(items, list):
+            raise unexpected_success(resp, "lookup", "a list of media")
+        for item in items:
+            if isinstance(item, dict) and item.get("slug") == slug:
                 return _media(item)
         return None
 
     def get(self, media_id: int) -> Media | None:
         resp = self._request("GET", f"/wp/v2/media/{media_id}", "fetch", params={"context": "edit"})
-        if resp.status_code == 404:
+        if resp.status_code == 404 and _is_json_error(resp):
             return None
-        if not resp.ok:
-            raise error_from_response(resp, "fetch")
-        return _media(self._json(resp, "fetch"))
+        if resp.status_code != 200:
+            raise self._failed(resp, "fetch")
+        return _media(self._json(resp, "fetch", "the media item"))
 
     def upload(
         self,
@@ -315,8 +316,11 @@ class MediaClient:
         md5_hex: str,
         slug: str,
         fields: dict[str, str],
-    ) -> Media:
-        """Create an attachment from a raw body. A 500 that already created one is finished."""
+        size: int | None = None,
+    ) -> tuple[Media, dict[str, str]]:
+        """Create an attachment from a raw body. A 500 that already created one is
+        finished. Returns it, and the text fields still to set with update_fields()
+        (those too long for the query string)."""
         headers = {
             "Content-Type": mime_type,
             "Content-Disposition": f'attachment; filename="{file_name}"',
@@ -335,7 +339,7 @@ class MediaClient:
         )
         attachment = resp.headers.get("X-WP-Upload-Attachment-ID", "")
         if resp.status_code == 201:
-            media = _media(self._json(resp, "upload"))
+            media = _media(self._json(resp, "upload", "201 Created"))
         elif resp.status_code >= 500 and attachment.isdigit():
             # The file is stored; only sub-size generation died. Finish it, never re-upload.
             log.warning(
@@ -344,22 +348,21 @@ class MediaClient:
                 attachment,
             )
             media = self.finish(int(attachment))
+        elif 200 <= resp.status_code < 300:
+            raise unexpected_success(resp, "upload", "201 Created")
         else:
-            raise error_from_response(resp, "upload")
-        if later:
-            self._set_fields(media.id, later)
-        return media
+            raise self._failed(resp, "upload", body_bytes=size)
+        return media, later
 
-    def _set_fields(self, media_id: int, fields: dict[str, str]) -> None:
-        """Title, caption ... of a new attachment. Its file is in already: a failure
-        here is a warning, not a failed upload (which would only find the media
-        by its slug next time and leave it as it is)."""
-        try:
-            resp = self._request("POST", f"/wp/v2/media/{media_id}", "update", json=fields)
-            if not resp.ok:
-                raise error_from_response(resp, "update")
-        except UploadError as exc:
-            log.warning("uploaded media %d, but could not set its text: %s", media_id, exc)
+    def update_fields(self, media_id: int, fields: dict[str, str]) -> None:
+        """Set title, caption, description, alt text of an attachment in place.
+        MediaGone if it is not there any more."""
+        resp = self._request("POST", f"/wp/v2/media/{media_id}", "update", json=fields)
+        if resp.status_code == 404 and _is_json_error(resp):
+            raise MediaGone(f"media {media_id} is not in WordPress any more")
+        if resp.status_code != 200:
+            raise self._failed(resp, "update")
+        self._json(resp, "update", "the media item")
 
     def finish(self, media_id: int, tries: int = 3) -> Media:
         """Run post-processing (sub-sizes) on an attachment whose upload answered 500."""
@@ -377,7 +380,7 @@ class MediaClient:
                 media_id,
                 attempt,
                 tries,
-                error_from_response(resp, "post-process"),
+                self._failed(resp, "post-process"),
             )
         media = self.get(media_id)
         if media is None:
@@ -389,28 +392,26 @@ class MediaClient:
         resp = self._request(
             "DELETE", f"/wp/v2/media/{media_id}", "delete", params={"force": "true"}
         )
-        if resp.status_code == 404:
+        if resp.status_code == 404 and _is_json_error(resp):
             return False
-        if not resp.ok:
-            raise error_from_response(resp, "delete")
+        if resp.status_code != 200:
+            raise self._failed(resp, "delete")
         return True
+
+
+def _is_json_error(resp: requests.Response) -> bool:
+    """A 404 from WordPress itself (rest_post_invalid_id …), not from a server in front."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") not in (None, "rest_no_route")
 
 
 def _media(item: Any) -> Media:
     try:
-        return Media(
-            id=int(item["id"]),
-            source_url=str(item["source_url"]),
-            missing_image_sizes=tuple(item.get("missing_image_sizes") or ()),
-        )
+        return Media(id=int(item["id"]), source_url=str(item["source_url"]))
     except (KeyError, TypeError, ValueError):
-        raise TransientError("WordPress answered without id/source_url") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests error, without URLs' query strings."""
-    inner: BaseException = exc
-    while inner.__context__ is not None and inner.__context__ is not inner:
-        inner = inner.__context__
-    text = str(inner) or type(inner).__name__
-    return _one_line(re.sub(r"\?[^ ')\"]*", "?…", text))
+        raise SiteCondition(
+            "not_wordpress", "WordPress answered without the media item's id and source_url"
+        ) from None

@@ -32,10 +32,13 @@ from imgwatch.store import (
     MISSING,
     PENDING,
     REJECTED,
+    UPLOADS_PAUSED,
+    Condition,
     ImageRecord,
     ImageStore,
     KnownFile,
     UploadJob,
+    utcnow,
 )
 from imgwatch.uploader import Uploader
 from imgwatch.walker import find_one
@@ -519,6 +522,9 @@ class UploadDispatcher:
         self._backlog: deque[UploadJob] = deque()
         self._refetch = threading.Event()
         self._retry_requested = False
+        # The pause as last written to the database, and when.
+        self._recorded: tuple[str, str] | None = None
+        self._recorded_at = 0.0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="uploads", daemon=True)
 
@@ -554,26 +560,66 @@ class UploadDispatcher:
         self.wake.set()
 
     def retry_now(self) -> None:
-        """An operator asked (SIGHUP): failed uploads are due now, WordPress gets a new chance."""
-        self.uploader.breaker.reset()
+        """An operator asked (SIGHUP): failed uploads are due now, a paused site is
+        probed at once."""
+        self.uploader.pause.probe_now()
         self._retry_requested = True
         self.new_rows()
 
     def _run(self) -> None:
+        pause = self.uploader.pause
         while not self._stopping.is_set():
-            if not self.wake.wait(self.RECHECK):
+            timeout = self.RECHECK
+            to_probe = pause.seconds_to_probe()
+            if to_probe is not None:
+                timeout = min(timeout, to_probe)
+            if not self.wake.wait(timeout):
                 self._refetch.set()  # scheduled retries come due with time alone
             self.wake.clear()
             if self._stopping.is_set():
                 return
             try:
-                self._dispatch()
+                if not self._paused():
+                    self._dispatch()
+                self._record_pause()
             except DatabaseUnavailable as exc:
                 self.outage.failed(exc)
                 self._stopping.wait(5.0)
             except Exception:
                 log.exception("internal error dispatching uploads; trying again shortly")
                 self._stopping.wait(5.0)
+
+    def _record_pause(self) -> None:
+        """Keep the pause in the database for `imgwatch status` (another process):
+        when it begins, changes or ends, and once a minute while it lasts."""
+        state = self.uploader.pause.state()
+        key = None if state is None else (state.kind, state.message)
+        now = time.monotonic()
+        if key == self._recorded and (key is None or now - self._recorded_at < self.RECHECK * 2):
+            return
+        owner = self.uploader.owner
+        if state is None:
+            self.store.clear_condition(UPLOADS_PAUSED, [owner])
+        else:
+            self.store.set_condition(
+                Condition(UPLOADS_PAUSED, owner, state.kind, state.message, state.since, utcnow())
+            )
+        self._recorded, self._recorded_at = key, now
+
+    def _paused(self) -> bool:
+        """Probe a paused site when it is time; True while uploads stay paused."""
+        pause = self.uploader.pause
+        if pause.condition is None:
+            return False
+        if not pause.probe_due():
+            return True
+        condition = self.uploader.client.probe()
+        if condition is not None:
+            pause.probe_failed(condition)
+            return True
+        pause.resume()
+        self._refetch.set()  # every row that waited is due: read them again
+        return False
 
     def _dispatch(self) -> None:
         if self._refetch.is_set() or not self._backlog:
@@ -586,7 +632,11 @@ class UploadDispatcher:
             self._backlog = deque(self.store.due_uploads())
         limit = self.uploader.workers * 2
         with self._lock:
-            while self._backlog and len(self._in_flight) < limit:
+            while (
+                self._backlog
+                and len(self._in_flight) < limit
+                and self.uploader.pause.condition is None
+            ):
                 job = self._backlog.popleft()
                 if job.id not in self._in_flight and not self._stopping.is_set():
                     self._in_flight[job.id] = self._pool.submit(self._upload, job)

@@ -110,7 +110,10 @@ def test_status_retry_and_dry_run_on_the_original_services_table(
     assert "would record new: c.jpg" in plan and "would mark missing: b.png" in plan
     assert plan.splitlines()[-1].startswith("dry run: 1 new, 1 changed, 0 unchanged")
     check = imgwatch("check", image_dir=image_dir, db=db_url).stdout
-    assert "the daemon would create table imgwatch_scans; add columns sha256" in check
+    assert (
+        "the daemon would create table imgwatch_scans; create table imgwatch_conditions; "
+        "add columns sha256"
+    ) in check
     assert "would read 1 new and 1 changed file(s), leave 0 unchanged, mark 1 row(s)" in check
     # Nothing was adopted by looking.
     assert image_columns(db_url) == {"id", "file_name", "title", "description", "wp_url"}
@@ -363,7 +366,7 @@ def test_check_with_wordpress(image_dir: Path, db_url: URL, live_wordpress: Word
                 "IMGWATCH_WP_PASSWORD": "pw-secret",
                 "IMGWATCH_WP_CONNECT_TIMEOUT": "2",
             },
-            "WordPress is not answering",
+            "cannot connect to WordPress at 127.0.0.1:1",
         ),
     ],
 )

@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE, MISSING
+from imgwatch.store import DONE, MISSING, PENDING
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.runner import mysql_env
@@ -368,20 +368,21 @@ def test_wordpress_down_at_start_does_not_stop_the_daemon(
     site = live_wordpress
     site.halt()
     try:
-        with start(tmp_path, image_dir, db, **wp_settings(site)) as daemon:
+        with start(tmp_path, image_dir, db, wp_probe_max="1", **wp_settings(site)) as daemon:
             write_image(image_dir / "waits.jpg")
-            rows = wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == "failed")
-            assert rows["waits.jpg"]["next_attempt_at"] is not None
+            wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == PENDING)
+            daemon.wait_log(r"uploads paused: cannot connect to WordPress")
             site.serve()
-            # The next try is scheduled a minute out; SIGHUP is how an operator says "now".
-            daemon.signal(signal.SIGHUP)
+            # No SIGHUP, no retry: the probe finds the site back and uploads resume.
             rows = wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == DONE)
             assert daemon.stop() == 0
     finally:
         if site.process is None or site.process.poll() is not None:
             site.serve()
     assert rows["waits.jpg"]["wp_url"]
-    assert "WordPress is not answering" in daemon.log()
+    assert rows["waits.jpg"]["attempts"] == 0  # the site was down, the file never failed
+    assert daemon.log_count("uploads paused: ") == 1
+    assert "WordPress answers properly again after" in daemon.log()
 
 
 # --- fast unit tests -------------------------------------------------------------------

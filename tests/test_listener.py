@@ -160,7 +160,7 @@ def test_upload_metrics(
         assert done + reused == 2
         assert metric(text, "imgwatch_upload_duration_seconds_count") == 2
         assert (metric(text, "imgwatch_upload_duration_seconds_sum") or 0) > 0
-        assert metric(text, "imgwatch_wordpress_up") == 1
+        assert metric(text, 'imgwatch_wordpress_up{reason=""}') == 1
         assert metric(text, "imgwatch_upload_retries_total") == 0
         assert daemon.stop() == 0
 

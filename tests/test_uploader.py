@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -21,9 +22,10 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from imgwatch.errors import PermanentError, TransientError
+from imgwatch.errors import PermanentError, SiteCondition, TransientError
+from imgwatch.pause import UploadPause
 from imgwatch.store import DONE, FAILED, PENDING, ImageRecord, ImageStore, UploadJob, utcnow
-from imgwatch.uploader import Breaker, BreakerOpen, RetryPolicy, Uploader, reschedule_at
+from imgwatch.uploader import RetryPolicy, Uploader, reschedule_at
 from imgwatch.wordpress import Media
 from tests.imagefiles import sha256_of, write_image
 from tests.runner import mysql_env, run
@@ -191,12 +193,15 @@ def test_wordpress_down_then_back(live_wordpress: WordPress, db: URL, image_dir:
         down = rescan(image_dir, db, live_wordpress)
     finally:
         live_wordpress.serve()
+    # The site's trouble, not the files': uploads stop with one line, exit 1, and
+    # the rows stay due for the daemon or the next run, no attempt counted.
     assert down.returncode == 1
-    assert "WordPress is not answering" in down.stderr
+    assert down.stderr.count("uploads stopped: cannot connect to WordPress at") == 1
+    assert "6 file(s) wait for the daemon or the next run" in down.stderr
+    assert "0 uploaded, 0 linked to existing media, 0 failed, 6 waiting" in down.stdout
     got = rows(db)
-    assert {r["status"] for r in got.values()} == {FAILED}
-    assert all(r["next_attempt_at"] is not None for r in got.values())
-    assert all(r["attempts"] == 1 for r in got.values())
+    assert {r["status"] for r in got.values()} == {PENDING}
+    assert all(r["attempts"] == 0 for r in got.values())
     up = rescan(image_dir, db, live_wordpress)
     assert up.returncode == 0, up.stderr
     assert {r["status"] for r in rows(db).values()} == {DONE}
@@ -223,8 +228,10 @@ def test_wordpress_stopped_mid_run(live_wordpress: WordPress, db: URL, image_dir
     finally:
         live_wordpress.serve()
     assert proc.returncode == 1, err
+    assert "uploads stopped: " in err
     statuses = {r["status"] for r in rows(db).values()}
-    assert FAILED in statuses
+    assert FAILED not in statuses  # the site went away, no file is to blame
+    assert PENDING in statuses
     result = rescan(image_dir, db, live_wordpress)
     assert result.returncode == 0, result.stderr
     assert {r["status"] for r in rows(db).values()} == {DONE}
@@ -282,10 +289,12 @@ def test_crash_between_upload_and_database_write(
 
 
 class FakeClient:
-    """Stands in for MediaClient; `script` says how each upload call goes."""
+    """Stands in for MediaClient; `script` says how each upload call goes, `site` what
+    a probe finds."""
 
-    def __init__(self, script: list[str]) -> None:
+    def __init__(self, script: list[str], site: SiteCondition | None = None) -> None:
         self.script = script
+        self.site = site
         self.calls: list[str] = []
         self.stored: dict[str, Media] = {}
 
@@ -293,19 +302,25 @@ class FakeClient:
         self.calls.append("find")
         return self.stored.get(slug)
 
-    def upload(self, body: IO[bytes], **kw: Any) -> Media:
+    def probe(self) -> SiteCondition | None:
+        self.calls.append("probe")
+        return self.site
+
+    def upload(self, body: IO[bytes], **kw: Any) -> tuple[Media, dict[str, str]]:
         self.calls.append("upload")
         step = self.script.pop(0)
         if step == "lands-then-times-out":
             self.stored[kw["slug"]] = Media(len(self.stored) + 1, "http://wp/x.jpg")
             raise TransientError("WordPress upload: timed out (ReadTimeout)")
-        if step == "429":
-            raise TransientError("WordPress upload: 429 (no message)", retry_after=0.01)
+        if step == "503":
+            raise TransientError("WordPress upload: 503 (no message)", retry_after=0.01)
         if step == "refused":
             raise PermanentError("WordPress upload: 500 rest_upload_sideload_error: no")
+        if step == "firewall":
+            raise SiteCondition("firewall", "WordPress answers 403 with an HTML page")
         media = Media(len(self.stored) + 1, "http://wp/x.jpg")
         self.stored[kw["slug"]] = media
-        return media
+        return media, {}
 
 
 def job_for(store: ImageStore, image_dir: Path) -> UploadJob:
@@ -346,7 +361,7 @@ def test_upload_that_landed_before_a_timeout_is_found_not_repeated(
 
 
 def test_transient_errors_are_retried_then_succeed(store: ImageStore, image_dir: Path) -> None:
-    client = FakeClient(["429", "429", "ok"])
+    client = FakeClient(["503", "503", "ok"])
     outcome = make_uploader(client, store, image_dir).upload(job_for(store, image_dir))
     assert outcome == "done"
     assert client.calls == ["find", "upload"] * 3
@@ -354,17 +369,53 @@ def test_transient_errors_are_retried_then_succeed(store: ImageStore, image_dir:
     assert (row["status"], row["attempts"], row["last_error"]) == (DONE, 0, None)
 
 
-def test_transient_errors_exhausted_schedule_a_retry(store: ImageStore, image_dir: Path) -> None:
-    client = FakeClient(["429", "429", "429"])
+def test_transient_errors_of_one_file_on_a_healthy_site_schedule_its_retry(
+    store: ImageStore, image_dir: Path
+) -> None:
+    # A 5xx each time, yet the site answers its probe: this file's trouble (PHP dying
+    # on one huge image), retried on its own schedule without pausing the others.
+    client = FakeClient(["503", "503", "503"])
     up = make_uploader(client, store, image_dir)
     assert up.upload(job_for(store, image_dir)) == "failed"
+    assert client.calls[-1] == "probe"
     row = store.get("u.jpg") or {}
     assert (row["status"], row["attempts"]) == (FAILED, 1)
-    assert "429" in str(row["last_error"])
+    assert "503" in str(row["last_error"])
     assert row["next_attempt_at"] > utcnow()
-    # The breaker is open now: the next file is not even tried.
-    with pytest.raises(BreakerOpen):
-        up.breaker.check()
+    assert up.pause.condition is None
+
+
+def test_transient_errors_on_a_site_that_fails_its_probe_pause_and_fail_nothing(
+    store: ImageStore, image_dir: Path
+) -> None:
+    down = SiteCondition("no_answer", "WordPress does not answer properly: 503")
+    client = FakeClient(["503", "503", "503"], site=down)
+    up = make_uploader(client, store, image_dir)
+    job = job_for(store, image_dir)
+    assert up.upload(job) == "waiting"
+    row = store.get("u.jpg") or {}
+    assert (row["status"], row["attempts"], row["claimed_by"]) == (PENDING, 0, None)
+    assert up.pause.condition is down
+    # While paused, nothing is tried, and the row stays due.
+    calls = len(client.calls)
+    assert up.upload(job) == "waiting"
+    assert len(client.calls) == calls
+    assert [j.file_name for j in store.due_uploads()] == ["u.jpg"]
+
+
+def test_a_site_condition_pauses_at_once_and_gives_the_row_back(
+    store: ImageStore, image_dir: Path
+) -> None:
+    client = FakeClient(["firewall", "ok"])
+    up = make_uploader(client, store, image_dir)
+    job = job_for(store, image_dir)
+    assert up.upload(job) == "waiting"
+    assert client.calls == ["find", "upload"]  # not retried: nothing about the file
+    row = store.get("u.jpg") or {}
+    assert (row["status"], row["attempts"], row["last_error"]) == (PENDING, 0, None)
+    assert up.pause.condition is not None and up.pause.condition.kind == "firewall"
+    up.pause.resume()
+    assert up.upload(job) == "done"
 
 
 def test_permanent_error_is_not_retried(store: ImageStore, image_dir: Path) -> None:
@@ -401,15 +452,45 @@ def test_reschedule_grows_to_an_hour() -> None:
     assert reschedule_at(0, retry_after=600) - now >= dt.timedelta(seconds=599)
 
 
-def test_breaker_opens_and_closes_with_time() -> None:
+def test_pause_probes_with_capped_backoff_and_says_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
     now = [100.0]
-    breaker = Breaker(cooldown=10, clock=lambda: now[0])
-    breaker.check()
-    breaker.trip("connection refused")
-    with pytest.raises(BreakerOpen, match="connection refused"):
-        breaker.check()
-    now[0] += 11
-    breaker.check()
+    pause = UploadPause(probe_max=10, clock=lambda: now[0])
+    firewall = SiteCondition("firewall", "WordPress answers 403 with an HTML page")
+    pause.report(firewall)
+    pause.report(firewall)  # a second upload meets it too: said once
+    assert caplog.text.count("uploads paused") == 1
+    waits = []
+    for _ in range(6):
+        wait = pause.seconds_to_probe()
+        assert wait is not None
+        waits.append(wait)
+        assert not pause.probe_due()
+        now[0] += wait
+        assert pause.probe_due()
+        pause.probe_failed(firewall)
+    assert waits == [2, 4, 8, 10, 10, 10]
+    state = pause.state()
+    assert state is not None and state.kind == "firewall" and state.seconds == now[0] - 100
+    pause.resume()
+    assert pause.condition is None and "uploads resume" in caplog.text
+    # A condition the probe did not see: the backoff goes on where it was.
+    pause.report(firewall)
+    assert pause.seconds_to_probe() == 10
+    assert "answered the probe, not the upload" in caplog.text
+    pause.resume()
+    pause.upload_worked()
+    pause.report(firewall)
+    assert pause.seconds_to_probe() == 2
+
+
+def test_retry_after_delays_the_probe() -> None:
+    now = [0.0]
+    pause = UploadPause(probe_max=300, clock=lambda: now[0])
+    pause.report(SiteCondition("rate_limited", "429", retry_after=60))
+    assert pause.seconds_to_probe() == 60
 
 
 def test_shared_media_is_not_deleted_when_one_name_changes(

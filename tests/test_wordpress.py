@@ -10,15 +10,10 @@ from typing import Any
 import pytest
 import requests
 
-from imgwatch.errors import ConfigError, PermanentError, TransientError
-from imgwatch.wordpress import (
-    ApiRoot,
-    Media,
-    MediaClient,
-    error_from_response,
-    parse_retry_after,
-    upload_file_name,
-)
+from imgwatch.errors import ConfigError, PermanentError, SiteCondition, TransientError
+from imgwatch.wordpress import ApiRoot, Media, MediaClient, MediaGone, upload_file_name
+from imgwatch.wpanswers import classify, parse_retry_after, suggested_api_url
+from tests.faultproxy import FaultProxy
 from tests.imagefiles import write_image
 from tests.servers import WordPress, free_port
 
@@ -80,51 +75,110 @@ def fake_response(
     resp._content = body
     resp.headers.update(headers or {})
     resp.reason = "Reason"
+    resp.url = "https://site.example/wp-json/wp/v2/media?slug=img-1"
     return resp
+
+
+HTML = b"<!DOCTYPE html><html><body>page</body></html>"
 
 
 @pytest.mark.parametrize(
     ("status", "body", "kind"),
     [
+        # The file: WordPress's own JSON errors about this upload, and 413.
         (
             500,
             b'{"code":"rest_upload_sideload_error","message":"Sorry, you are not allowed to '
             b'upload this file type."}',
-            "perm",
+            "file",
         ),
+        (500, b'{"code":"rest_upload_unknown_error","message":"too big"}', "file"),
+        (400, b'{"code":"rest_upload_no_data","message":"No data supplied."}', "file"),
+        (400, b'{"code":"rest_upload_image_type_not_supported","message":"no"}', "file"),
+        (400, b'{"code":"rest_upload_file_too_big","message":"big"}', "file"),
+        (413, b"<html>Request Entity Too Large</html>", "file"),
+        # Unsure: retried, then the probe decides.
         (
             500,
             b'{"code":"rest_upload_sideload_error","message":"Unable to create directory '
             b'wp-content/uploads/2026/11. Is its parent directory writable by the server?"}',
-            "transient",
+            "unsure",
         ),
-        (500, b'{"code":"rest_upload_unknown_error","message":"too big"}', "perm"),
-        (500, b"<html>Fatal error</html>", "transient"),
-        (502, b"", "transient"),
-        (503, b'{"code":"x","message":"busy"}', "transient"),
-        (408, b"", "transient"),
-        (429, b"", "transient"),
-        (412, b'{"code":"rest_upload_hash_mismatch","message":"mismatch"}', "transient"),
-        (400, b'{"code":"rest_upload_no_data","message":"No data supplied."}', "perm"),
-        (413, b"<html>Request Entity Too Large</html>", "perm"),
+        (500, b"<html>Fatal error</html>", "unsure"),
+        (502, b"", "unsure"),
+        (503, b'{"code":"x","message":"busy"}', "unsure"),
+        (408, b"", "unsure"),
+        (412, b'{"code":"rest_upload_hash_mismatch","message":"mismatch"}', "unsure"),
+        # The site.
+        (401, b'{"code":"rest_not_logged_in","message":"not logged in"}', "site:unauthorized"),
+        (401, b"", "site:unauthorized"),
+        (403, HTML, "site:firewall"),
+        (403, b'{"code":"rest_forbidden","message":"no"}', "site:refused_user"),
+        (404, HTML, "site:no_api"),
+        (404, b'{"code":"rest_no_route","message":"No route"}', "site:no_api"),
+        (429, b"", "site:rate_limited"),
+        (400, b'{"code":"rest_cannot_create","message":"no"}', "site:not_allowed"),
+        (400, b'{"code":"rest_upload_limited_space","message":"full"}', "site:no_space"),
+        (400, HTML, "site:not_wordpress"),
+        (301, b"", "site:redirect"),
+        (302, b"", "site:redirect"),
     ],
 )
-def test_error_classification(status: int, body: bytes, kind: str) -> None:
-    err = error_from_response(fake_response(status, body), "upload")
-    assert isinstance(err, PermanentError if kind == "perm" else TransientError)
-    assert str(status) in str(err)
+def test_answer_classification(status: int, body: bytes, kind: str) -> None:
+    headers = {"Location": "https://new.example/wp-json/wp/v2/media?slug=img-1"}
+    err = classify(fake_response(status, body, headers), "upload", user="u", body_bytes=3 << 20)
+    expected = {"file": PermanentError, "unsure": TransientError}.get(kind, SiteCondition)
+    assert type(err) is expected, err
+    if isinstance(err, SiteCondition):
+        assert err.kind == kind.removeprefix("site:")
+    if status not in {301, 302}:  # a redirect is named by its target
+        assert str(status) in str(err)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "words"),
+    [
+        (403, HTML, "WordPress answers 403 with an HTML page: a security plugin or firewall"),
+        (401, b'{"code":"rest_not_logged_in","message":"x"}', "it may have been revoked"),
+        (413, HTML, "refused a file of 3.0 MB (413 Request Entity Too Large)"),
+        (413, HTML, "nginx client_max_body_size; PHP upload_max_filesize and post_max_size"),
+        (
+            301,
+            b"",
+            "WordPress at https://site.example/wp-json/wp/v2/media redirects to "
+            "https://new.example/wp-json/wp/v2/media; set IMGWATCH_WP_API_URL to it",
+        ),
+    ],
+)
+def test_answers_are_explained_in_plain_words(status: int, body: bytes, words: str) -> None:
+    headers = {"Location": "https://new.example/wp-json/wp/v2/media?slug=img-1"}
+    err = classify(fake_response(status, body, headers), "upload", user="u", body_bytes=3 << 20)
+    assert words in str(err)
+    assert "slug=" not in str(err)  # no query strings (a slug, text) in messages
+
+
+def test_redirect_target_is_given_as_the_media_endpoint() -> None:
+    assert suggested_api_url("https://n.example/wp-json/wp/v2/users/me?context=edit") == (
+        "https://n.example/wp-json/wp/v2/media"
+    )
+    assert suggested_api_url("https://n.example/?rest_route=/wp/v2/users/me") == (
+        "https://n.example/?rest_route=/wp/v2/media"
+    )
+    assert suggested_api_url("https://n.example/login") == "https://n.example/login"
 
 
 def test_error_message_carries_wordpress_code_and_words() -> None:
-    err = error_from_response(
+    err = classify(
         fake_response(400, b'{"code":"rest_upload_no_data","message":"No <b>data</b>."}'), "upload"
     )
     assert str(err) == "WordPress upload: 400 rest_upload_no_data: No data ."
 
 
-def test_retry_after_is_kept_on_429() -> None:
-    err = error_from_response(fake_response(429, b"", {"Retry-After": "7"}), "upload")
-    assert isinstance(err, TransientError) and err.retry_after == 7.0
+def test_retry_after_is_kept_on_429_and_503() -> None:
+    err = classify(fake_response(429, b"", {"Retry-After": "7"}), "upload")
+    assert isinstance(err, SiteCondition) and err.retry_after == 7.0
+    err = classify(fake_response(503, HTML, {"Retry-After": "9"}), "upload")
+    assert isinstance(err, TransientError) and err.retry_after == 9.0
 
 
 # --- against the real WordPress ------------------------------------------------------
@@ -159,15 +213,16 @@ def test_user_without_upload_files_is_refused(live_wordpress: WordPress) -> None
         client_for(live_wordpress, user="reader").preflight()
 
 
-def test_unreachable_site_is_transient() -> None:
+def test_unreachable_site_is_a_condition_of_the_site() -> None:
     client = MediaClient(f"http://127.0.0.1:{free_port()}/wp-json/wp/v2/media", "u", "pw")
-    with pytest.raises(TransientError, match="cannot connect"):
+    with pytest.raises(SiteCondition, match=r"cannot connect to WordPress at 127\.0\.0\.1") as info:
         client.preflight()
+    assert info.value.kind == "unreachable"
 
 
 def upload(client: MediaClient, path: Path, slug: str, md5: str | None = None) -> Media:
     data = path.read_bytes()
-    return client.upload(
+    media, later = client.upload(
         io.BytesIO(data),
         file_name=path.name,
         mime_type="image/jpeg" if path.suffix == ".jpg" else "image/bmp",
@@ -175,20 +230,15 @@ def upload(client: MediaClient, path: Path, slug: str, md5: str | None = None) -
         slug=slug,
         fields={"title": "T\u00eftle", "description": "D"},
     )
+    assert later == {}
+    return media
 
 
 def test_upload_find_and_delete(live_wordpress: WordPress, tmp_path: Path) -> None:
     client = client_for(live_wordpress)
     path = write_image(tmp_path / "photo.jpg", 64, 48)
     slug = "img-" + hashlib.sha256(path.read_bytes()).hexdigest()
-    media = client.upload(
-        io.BytesIO(path.read_bytes()),
-        file_name="photo.jpg",
-        mime_type="image/jpeg",
-        md5_hex=hashlib.md5(path.read_bytes()).hexdigest(),
-        slug=slug,
-        fields={"title": "T\u00eftle", "description": "D"},
-    )
+    media = upload(client, path, slug)
     served = requests.get(media.source_url, timeout=30)
     assert served.content == path.read_bytes()
     assert client.find_by_slug(slug) == media
@@ -252,3 +302,128 @@ def test_every_request_has_a_timeout(live_wordpress: WordPress) -> None:
     client.preflight()
     client.find_by_slug("img-x")
     assert seen == [(3, 7), (3, 7)]
+
+
+# --- what the site says on a bad day, through a proxy in front of the real WordPress ----
+
+
+@pytest.fixture
+def proxy(live_wordpress: WordPress) -> Any:
+    p = FaultProxy(live_wordpress.url)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "words"),
+    [
+        ("html200", "not_wordpress", "answers 200 with an HTML page instead of JSON"),
+        ("html403", "firewall", "a security plugin or firewall may be blocking the REST API"),
+        ("json401", "unauthorized", "it may have been revoked, or a plugin disables"),
+        ("html404", "no_api", "no REST API there"),
+        ("redirect301", "redirect", "redirects to"),
+        ("redirect302", "redirect", "redirects to"),
+        ("drop", "no_answer", "is not answering properly (connection dropped"),
+        ("error", "no_answer", "is not answering properly (500 internal_server_error: broken)"),
+    ],
+)
+def test_each_site_condition_is_named_by_the_probe_and_stops_an_upload(
+    live_wordpress: WordPress, proxy: FaultProxy, tmp_path: Path, mode: str, kind: str, words: str
+) -> None:
+    client = client_for(live_wordpress, proxy.url + "/wp-json/wp/v2/media")
+    assert client.probe() is None
+    proxy.mode = mode
+    proxy.redirect_to = "https://moved.example"
+    condition = client.probe()
+    assert condition is not None
+    assert (condition.kind, words in str(condition)) == (kind, True), str(condition)
+    assert live_wordpress.passwords["uploader"] not in str(condition)
+    if mode not in {"drop", "error"}:  # those are unsure for one request: retried first
+        with pytest.raises(SiteCondition):
+            upload(client, write_image(tmp_path / "s.jpg"), f"img-site-{mode}")
+    proxy.mode = "pass"
+    assert client.probe() is None
+
+
+def test_a_refused_connection_is_a_condition_of_the_site(
+    live_wordpress: WordPress, proxy: FaultProxy
+) -> None:
+    client = client_for(live_wordpress, proxy.url + "/wp-json/wp/v2/media")
+    proxy.refuse()
+    try:
+        condition = client.probe()
+    finally:
+        proxy.accept()
+    assert condition is not None and condition.kind == "unreachable"
+    assert f"cannot connect to WordPress at 127.0.0.1:{proxy.port}" in str(condition)
+    assert client.probe() is None
+
+
+def test_a_moved_site_is_named_at_start_and_gets_no_credentials(
+    live_wordpress: WordPress, proxy: FaultProxy
+) -> None:
+    target = FaultProxy(live_wordpress.url)  # where the site moved: records what arrives
+    try:
+        proxy.mode = "redirect301"
+        proxy.redirect_to = target.url
+        client = client_for(live_wordpress, proxy.url + "/wp-json/wp/v2/media")
+        with pytest.raises(ConfigError) as info:
+            client.preflight()
+        assert str(info.value) == (
+            f"WordPress at {proxy.url}/wp-json/wp/v2/media redirects to "
+            f"{target.url}/wp-json/wp/v2/media; set IMGWATCH_WP_API_URL to it"
+        )
+        assert "Application Password" not in str(info.value)
+        assert target.seen == []  # not followed, so no password went there
+        # Set to the new address, it works.
+        client_for(live_wordpress, target.url + "/wp-json/wp/v2/media").preflight()
+    finally:
+        target.close()
+
+
+def test_a_revoked_password_at_start_is_a_settings_error(
+    live_wordpress: WordPress, proxy: FaultProxy
+) -> None:
+    proxy.mode = "json401"
+    with pytest.raises(ConfigError, match="Application Password"):
+        client_for(live_wordpress, proxy.url + "/wp-json/wp/v2/media").preflight()
+    proxy.mode = "html403"  # a firewall can go away by itself: waited out, not fatal
+    with pytest.raises(SiteCondition, match="firewall"):
+        client_for(live_wordpress, proxy.url + "/wp-json/wp/v2/media").preflight()
+
+
+def test_413_from_the_web_server_refuses_the_file_naming_the_limit(
+    live_wordpress: WordPress, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    proxy.body_limit = 10_000
+    client = client_for(live_wordpress, proxy.url + "/wp-json/wp/v2/media")
+    big = write_image(tmp_path / "big.jpg", 400, 400)
+    assert big.stat().st_size > proxy.body_limit
+    data = big.read_bytes()
+    with pytest.raises(PermanentError) as info:
+        client.upload(
+            io.BytesIO(data),
+            file_name="big.jpg",
+            mime_type="image/jpeg",
+            md5_hex=hashlib.md5(data).hexdigest(),
+            slug="img-413",
+            fields={},
+            size=len(data),
+        )
+    assert f"refused a file of {len(data) / 2**20:.1f} MB (413" in str(info.value)
+    assert client.probe() is None  # the site itself is fine
+
+
+def test_update_fields_in_place_and_a_deleted_item(
+    live_wordpress: WordPress, tmp_path: Path
+) -> None:
+    client = client_for(live_wordpress)
+    path = write_image(tmp_path / "t.jpg")
+    media = upload(client, path, "img-update-" + hashlib.sha256(path.read_bytes()).hexdigest())
+    client.update_fields(media.id, {"title": "New", "caption": "C", "alt_text": "A"})
+    item, _ = live_wordpress.api(f"/wp/v2/media/{media.id}", context="edit")
+    assert (item["title"]["raw"], item["caption"]["raw"], item["alt_text"]) == ("New", "C", "A")
+    assert item["description"]["raw"] == "D"  # not sent, not touched
+    assert client.delete(media.id)
+    with pytest.raises(MediaGone):
+        client.update_fields(media.id, {"title": "Again"})

@@ -1,24 +1,33 @@
-"""WordPress unreachable, then slow, then broken, then back, under a running daemon.
+"""WordPress in trouble under a running daemon, as real sites are on bad days.
 
-Files keep arriving throughout. Ends with every file uploaded once and the
-daemon never down.
+A maintenance or cache page, a firewall, a revoked password, no REST API, a moved
+site, a refused connection, a dropped connection, an answer that never comes, a
+broken PHP: each is a condition of the site, not of the files that arrive meanwhile.
+Uploads pause (no row failed), the reason is shown while it lasts, and once the site
+answers properly again every file is uploaded exactly once, with no retry or restart.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import URL
 
 from imgwatch.store import DONE, FAILED
-from tests.daemonproc import wait_for, wait_rows
+from tests.daemonproc import DaemonProcess, wait_for, wait_rows
 from tests.faultproxy import FaultProxy
 from tests.imagefiles import write_image
-from tests.servers import MariaDB, WordPress
-from tests.test_daemon import start, wp_settings
+from tests.runner import run
+from tests.servers import MariaDB, WordPress, free_port
+from tests.test_daemon import daemon_env, start, wp_settings
+from tests.test_listener import get, metric, wait_status
 
 
 @pytest.fixture
@@ -28,14 +37,70 @@ def proxy(live_wordpress: WordPress) -> Iterator[FaultProxy]:
     p.close()
 
 
-def failed_with(names: set[str], words: str) -> Callable[[dict[str, dict[str, Any]]], bool]:
-    return lambda rows: all(
-        n in rows and rows[n]["status"] == FAILED and words in (rows[n]["last_error"] or "")
-        for n in names
+# mode -> words the pause is explained with
+CONDITIONS = {
+    "html200": "answers 200 with an HTML page instead of JSON",
+    "html403": "answers 403 with an HTML page: a security plugin or firewall",
+    "json401": "refuses the Application Password of user 'uploader' (401 rest_not_logged_in)",
+    "html404": "no REST API there",
+    "redirect301": "redirects to http://127.0.0.1",
+    "redirect302": "redirects to http://127.0.0.1",
+    "refuse": "cannot connect to WordPress at 127.0.0.1",
+    "drop": "is not answering properly (connection dropped: Remote end closed connection",
+    "slow": "is not answering properly (no answer within 1 s (timed out))",
+    "error": "is not answering properly (500 internal_server_error: broken)",
+}
+
+
+def none_failed(rows: dict[str, dict[str, Any]]) -> bool:
+    failed = [n for n, r in rows.items() if r["status"] == FAILED]
+    assert failed == [], f"rows failed for the site's sake: {failed}"
+    return True
+
+
+def recorded_none_failed(rows: dict[str, dict[str, Any]], names: frozenset[str]) -> bool:
+    return names <= set(rows) and none_failed(rows)
+
+
+def all_done(rows: dict[str, dict[str, Any]], names: frozenset[str]) -> bool:
+    return none_failed(rows) and names <= {n for n, x in rows.items() if x["status"] == DONE}
+
+
+def said_more(daemon: DaemonProcess, pattern: str, before: int) -> bool:
+    return daemon.log_count(pattern) > before
+
+
+def status_json(db: URL, image_dir: Path) -> dict[str, Any]:
+    done = run("status", "--json", env=daemon_env(image_dir, db))
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def shows_the_reason(
+    daemon: DaemonProcess, db: URL, image_dir: Path, port: int, words: str
+) -> None:
+    """While paused, the reason is where an operator looks: STATUS=, `imgwatch status`
+    (text and JSON), the imgwatch_wordpress_up gauge, and (the pause lasting) /healthz."""
+    wait_for(
+        lambda: any("uploads paused" in m and words in m for m in daemon.all_messages()),
+        10,
+        "STATUS= with the reason",
     )
+    report = wait_for(
+        lambda: (r := status_json(db, image_dir))["uploads_paused"] and r, 10, "a recorded pause"
+    )
+    (pause,) = report["uploads_paused"]
+    assert words in pause["message"] and not pause["stale"]
+    text = run("status", env=daemon_env(image_dir, db)).stdout
+    assert f"on {pause['owner']}: " in text and words in text
+    kind = pause["reason"]
+    assert metric(get(port, "/metrics")[1], f'imgwatch_wordpress_up{{reason="{kind}"}}') == 0
+    body = json.loads(wait_status(port, "/healthz", 503))
+    assert body["reason"].startswith("uploads paused for ") and words in body["reason"]
 
 
-def test_wordpress_unreachable_slow_broken_then_back(
+def test_each_site_condition_pauses_uploads_and_heals_by_itself(
     tmp_path: Path,
     image_dir: Path,
     mariadb: MariaDB,
@@ -44,45 +109,63 @@ def test_wordpress_unreachable_slow_broken_then_back(
 ) -> None:
     db = mariadb.create_database()
     site = live_wordpress
+    port = free_port()
     media_before = site.media_count()
+    proxy.redirect_to = site.url  # where the "moved" site now is
     settings = {
         **wp_settings(site),
         "wp_api_url": proxy.url + "/wp-json/wp/v2/media",
         "wp_read_timeout": "1",
         "wp_retries": "2",
+        "wp_probe_max": "1",
+        "wp_pause_unhealthy": "1",
+        "metrics_listen": f"127.0.0.1:{port}",
         # Every level: the secrets check on the log must cover debug lines too
         # (requests', urllib3's and the database driver's among them).
         "log_level": "DEBUG",
     }
-    phases = {"drop": "", "slow": "timed out", "error": "500"}
-    dropped: set[str] = set()
+    arrived: set[str] = set()
     with start(tmp_path, image_dir, db, **settings) as daemon:
-        for mode, words in phases.items():
-            proxy.mode = mode
-            names = {f"{mode}/{i}.jpg" for i in range(4)}
+        for number, (mode, words) in enumerate(CONDITIONS.items(), start=1):
+            said = rf"uploads paused: [^\n]*{re.escape(words)}"
+            before = daemon.log_count(said)
+            if mode == "refuse":
+                proxy.refuse()
+            else:
+                proxy.mode = mode
+            names = {f"{mode}/{i}.jpg" for i in range(2)}
             for name in sorted(names):
                 write_image(image_dir / name)
-            dropped |= names
-            # Everything so far fails again in this mode (SIGHUP: retry now).
-            daemon.signal(signal.SIGHUP)
-            wait_rows(db, failed_with(dropped, words), timeout=60)
+            arrived |= names
+            wait_for(partial(said_more, daemon, said, before), 60, f"a pause: {words}")
+            wait_rows(db, partial(recorded_none_failed, names=frozenset(names)))
+            shows_the_reason(daemon, db, image_dir, port, words)
+            if mode == "refuse":
+                proxy.accept()
+            proxy.mode = "pass"
+            # No SIGHUP, no retry, no restart: the probe finds the site well again.
+            rows = wait_rows(db, partial(all_done, names=frozenset(arrived)), timeout=60)
+            assert daemon.log_count(r"WordPress answers properly again after") == number
             assert daemon.process.poll() is None
-        proxy.mode = "pass"
-        daemon.signal(signal.SIGHUP)
-        rows = wait_rows(
-            db, lambda r: dropped <= {n for n, x in r.items() if x["status"] == DONE}, timeout=90
-        )
+        # Over: nothing paused is shown any more.
+        report = status_json(db, image_dir)
+        assert report["uploads_paused"] == []
+        assert metric(get(port, "/metrics")[1], 'imgwatch_wordpress_up{reason=""}') == 1
+        assert get(port, "/healthz")[0] == 200
         assert daemon.stop() == 0
     # Slow answers may have landed uploads the daemon never heard about: the slug
     # lookup found them, so still one media item per file.
-    assert site.media_count() == media_before + len(dropped)
-    assert len({rows[n]["wp_media_id"] for n in dropped}) == len(dropped)
+    assert site.media_count() == media_before + len(arrived)
+    assert len({rows[n]["wp_media_id"] for n in arrived}) == len(arrived)
+    assert all(rows[n]["attempts"] == 0 for n in arrived)
     log = daemon.log()
     assert "Traceback" not in log
     # Each file was uploaded or linked once: no job finished twice.
-    for name in dropped:
+    for name in arrived:
         assert log.count(f"uploaded {name!r}") + log.count(f"linked {name!r}") == 1, name
     assert site.passwords["uploader"] not in log
+    # Credentials never followed a redirect to the address it named.
+    assert log.count("uploads paused: ") == len(CONDITIONS)
 
 
 def test_a_second_sigterm_cuts_a_shutdown_short(
