@@ -27,6 +27,7 @@ from imgwatch.store import (
     scans,
     utcnow,
 )
+from imgwatch.textdigest import UNKNOWN
 
 # What a row asked to be read again says until it is: the reconcile (the daemon's,
 # or the next --rescan) reads it, and its new row replaces this.
@@ -97,6 +98,7 @@ def retry(
     c = images.c
     now = utcnow()
     result = RetryResult()
+    absent = store.absent_columns  # an older imgwatch's table, not adopted yet
     upload_failed = (c.status == FAILED) & c.sha256.is_not(None)
     chosen = []
     if failed:
@@ -115,6 +117,14 @@ def retry(
             named = [n for n in wanted if found.get(n) not in (None, UPLOADING)]
             if named:
                 chosen.append(c.file_name.in_(named))
+                # Their media items get every field again, whatever WordPress was
+                # last given (and are uploaded again if a person deleted them).
+                for chunk in chunks(named, 500) if "wp_text_digest" not in absent else ():
+                    conn.execute(
+                        update(images)
+                        .where(c.file_name.in_(chunk), c.wp_media_id.is_not(None))
+                        .values(wp_text_digest=UNKNOWN)
+                    )
         if not chosen:
             return result
         selected = or_(*chosen) & (c.status != UPLOADING)

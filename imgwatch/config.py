@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     wp_share_identical: bool = Field(
         default=True, description="files with identical content share one media item"
     )
+    wp_reupload_deleted: bool = Field(
+        default=True,
+        description="upload a file again when a person deleted its media item in WordPress "
+        "(noticed when its words are next sent); false: the row is failed instead",
+    )
     wp_delete_replaced: bool = Field(
         default=False, description="delete the old media item when a file's content changes"
     )

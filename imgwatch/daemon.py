@@ -37,7 +37,8 @@ from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler, ScanSummary
 from imgwatch.service import media_client, preflight, uploader
 from imgwatch.service import reconciler as service_reconciler
-from imgwatch.store import ImageStore, utcnow
+from imgwatch.store import DONE, PENDING, ImageRecord, ImageStore, utcnow
+from imgwatch.uploads import UploadDispatcher
 from imgwatch.walker import check_image_dir, walk
 from imgwatch.watcher import Change, Watcher, inotify_room_left, wants_polling
 from imgwatch.workers import (
@@ -49,7 +50,6 @@ from imgwatch.workers import (
     Rename,
     RenameDir,
     Stats,
-    UploadDispatcher,
     Writer,
 )
 
@@ -99,7 +99,7 @@ class Daemon:
             batch_size=settings.batch_size,
             on_delete=settings.on_delete,
             client=self.client,
-            on_pending=self._new_upload_rows,
+            on_rows=self._rows_written,
             release=self.release,
             outage=self.outage,
         )
@@ -167,6 +167,7 @@ class Daemon:
         if self.uploads is not None:
             self.uploads.uploader.on_upload = metrics.upload_done
             self.uploads.uploader.on_retry = metrics.upload_retries.inc
+            self.uploads.uploader.on_text_update = lambda o: metrics.text_updates.labels(o).inc()
             pause = self.uploads.uploader.pause
         metrics.watch(
             queue_depth=self.queue_depth,
@@ -446,9 +447,15 @@ class Daemon:
         """From a worker thread: look at key again later, via the main loop."""
         self.watcher.handler.put(Change("recheck", os.path.join(self.root, key)))
 
-    def _new_upload_rows(self) -> None:
-        if self.uploads is not None:
+    def _rows_written(self, records: list[ImageRecord]) -> None:
+        """From the writer: rows to upload, and rows whose words may have changed."""
+        if self.uploads is None:
+            return
+        if any(r.status == PENDING for r in records):
             self.uploads.new_rows()
+        changed = [r.file_name for r in records if r.status == DONE]
+        if changed:
+            self.uploads.words_written(changed)
 
     # --- health and status ------------------------------------------------------------
 
@@ -589,7 +596,9 @@ class Daemon:
         self.stats.add("recorded", summary.new + summary.changed)
         self.stats.add("rejected", summary.rejected)
         self.stats.add("missing", summary.missing)
-        self._new_upload_rows()
+        if self.uploads is not None:
+            self.uploads.new_rows()
+            self.uploads.sweep_text()
         return summary
 
 

@@ -71,6 +71,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.text_updates = Counter(
+            "imgwatch_text_updates",
+            "Media items given their rows' changed words: updated, gone (deleted in "
+            "WordPress: uploaded again), failed, waiting",
+            ["outcome"],
+            registry=r,
+        )
         self.upload_seconds = Histogram(
             "imgwatch_upload_duration_seconds",
             "Time to bring one row to WordPress, retries included",

@@ -19,6 +19,7 @@ from imgwatch.store import (
     ImageRecord,
     utcnow,
 )
+from imgwatch.textdigest import text_digest
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ class FileProcessor:
         record.description = text.description or record.description
         record.caption = text.caption
         record.alt_text = text.alt_text
+        record.file_text_digest = text_digest(
+            record.title, record.description, record.caption, record.alt_text
+        )
 
     def reject(
         self, name: str, reason: str, size_bytes: int, mtime_ns: int, path_name: str

@@ -48,6 +48,10 @@ class RescanResult:
                 f"; wordpress: {u.done} uploaded, {u.reused} linked to existing media, "
                 f"{u.failed} failed"
             )
+            if u.updated or u.gone:
+                text += f", {u.updated} updated in place"
+            if u.gone:
+                text += f" ({u.gone} deleted in WordPress)"
             if self.stopped_by is not None:
                 text += f", {u.waiting} waiting (uploads stopped: {self.stopped_by})"
         return text
@@ -71,6 +75,13 @@ def media_client(settings: Settings) -> MediaClient | None:
 
 def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uploader:
     release_dead_claims(store)
+    baseline = store.baseline_text_digests()
+    if baseline:
+        log.info(
+            "%d uploaded row(s) from before imgwatch kept what it sent to WordPress: their "
+            "words as they are now count as what WordPress has",
+            baseline,
+        )
     # One upload() with every retry: connect + read timeout and the longest pause, each try.
     per_try = settings.wp_connect_timeout + settings.wp_read_timeout + settings.wp_backoff_max
     return Uploader(
@@ -81,6 +92,7 @@ def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uplo
         policy=RetryPolicy(settings.wp_retries, settings.wp_backoff, settings.wp_backoff_max),
         share_identical=settings.wp_share_identical,
         delete_replaced=settings.wp_delete_replaced,
+        reupload_deleted=settings.wp_reupload_deleted,
         pause=UploadPause(probe_max=settings.wp_probe_max),
         lease=settings.wp_retries * per_try + 60,
     )
@@ -149,6 +161,11 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
             return RescanResult(summary, None)
         # An explicit rescan retries failed uploads now, whatever their schedule.
         tally = up.upload_all(store.due_uploads(include_scheduled=True))
+        if up.pause.condition is None:
+            words = up.update_all(store)
+            tally.merge(words)
+            if words.gone:  # media items deleted in WordPress: their files go up again
+                tally.merge(up.upload_all(store.due_uploads()))
         stopped = up.pause.condition
         if stopped is not None:
             log.error(

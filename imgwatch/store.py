@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     inspect,
     literal,
@@ -45,10 +46,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateColumn
+from sqlalchemy.sql.functions import FunctionElement
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.rowsinsert import RowsInsert, literal_maker, no_backslash_escapes
+from imgwatch.textdigest import PART, TEXT_FIELDS, field_digest
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,10 @@ images = Table(
     Column("alt_text", Text),
     Column("sidecar_mtime_ns", BigInteger),  # of `<file>.json` when last read
     Column("wp_media_id", BigInteger),
+    # What the media item's text was last set to, and what the file itself said when
+    # last read: imgwatch/textdigest.py. NULL: not known (rows from before they were).
+    Column("wp_text_digest", String(64)),
+    Column("file_text_digest", String(64)),
     Column("status", String(16), nullable=False, server_default=PENDING),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
@@ -111,6 +119,8 @@ images = Table(
     Column("claimed_until", DateTime),
     Index("ix_images_status", "status"),
     Index("ix_images_sha256", "sha256"),
+    # Rows sharing a media item: whose text it shows, whether it may be deleted.
+    Index("ix_images_wp_media_id", "wp_media_id"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
@@ -222,6 +232,39 @@ def _states_query(absent: Collection[str] = ()) -> Any:
     )
 
 
+class _FieldDigest(FunctionElement[str]):
+    """textdigest.field_digest() of a text column, computed by the database."""
+
+    type = String()
+    name = "imgwatch_field_digest"
+    inherit_cache = True
+
+
+@compiles(_FieldDigest)
+def _field_digest_sqlite(element: _FieldDigest, compiler: Any, **kw: Any) -> str:
+    return f"imgwatch_field_digest({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_FieldDigest, "mysql")
+@compiles(_FieldDigest, "mariadb")
+def _field_digest_mysql(element: _FieldDigest, compiler: Any, **kw: Any) -> str:
+    # Written out, not bound: no parameters may stand in an upsert's ON DUPLICATE
+    # KEY UPDATE part (see _upsert_statement).
+    column = compiler.process(element.clauses, **kw)
+    return f"LEFT(SHA2(COALESCE({column}, ''), 256), {PART})"
+
+
+def _text_digest_sql(table: Any) -> Any:
+    """textdigest.text_digest() of a row's four fields, computed by the database."""
+    parts = [_FieldDigest(table.c[name]) for name in TEXT_FIELDS]
+    return parts[0] + parts[1] + parts[2] + parts[3]
+
+
+def _part_of(digest: Any, index: int) -> Any:
+    """One field's part of a stored digest."""
+    return func.substr(digest, literal_column(str(index * PART + 1)), literal_column(str(PART)))
+
+
 def utcnow() -> dt.datetime:
     """Naive UTC, as stored in DATETIME columns on both backends."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
@@ -255,6 +298,23 @@ class UploadJob(NamedTuple):
     alt_text: str | None = None
 
 
+class TextUpdate(NamedTuple):
+    """A row whose words differ from what its media item was last given."""
+
+    id: int
+    file_name: str
+    wp_media_id: int
+    title: str | None
+    description: str | None
+    caption: str | None
+    alt_text: str | None
+    wp_text_digest: str  # what was sent; textdigest.UNKNOWN: send everything
+
+    @property
+    def values(self) -> tuple[str | None, str | None, str | None, str | None]:
+        return (self.title, self.description, self.caption, self.alt_text)
+
+
 @dataclass(slots=True)
 class ImageRecord:
     """One file's row as the scanner wants it written."""
@@ -274,6 +334,7 @@ class ImageRecord:
     caption: str | None = None
     alt_text: str | None = None
     sidecar_mtime_ns: int | None = None
+    file_text_digest: str | None = None  # of the four fields as the file gave them
     # Not a column: the fields a sidecar file gave, which replace what the row has.
     sidecar_fields: tuple[str, ...] = ()
 
@@ -609,13 +670,15 @@ class ImageStore:
         with self.guard("reading claims"), self.engine.connect() as conn:
             return [row[0] for row in conn.execute(query)]
 
-    def record_upload(self, job: UploadJob, media_id: int, url: str) -> bool:
-        """The file is in WordPress; False if the row's content changed meanwhile."""
+    def record_upload(self, job: UploadJob, media_id: int, url: str, text_digest: str) -> bool:
+        """The file is in WordPress, its words as text_digest says; False if the row's
+        content changed meanwhile."""
         return self._update_job(
             job,
             status=DONE,
             wp_media_id=media_id,
             wp_url=url,
+            wp_text_digest=text_digest,
             attempts=0,
             last_error=None,
             next_attempt_at=None,
@@ -651,6 +714,105 @@ class ImageStore:
         )
         with self.guard("updating upload state"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount > 0
+
+    # --- the media items' words ---------------------------------------------------
+
+    def text_updates_due(
+        self, *, names: Sequence[str] | None = None, after_id: int = 0, limit: int = 500
+    ) -> list[TextUpdate]:
+        """Rows whose words differ from what their media item was last given, in id
+        order from after_id. Of rows sharing one media item (identical content under
+        two names) only the first one still there speaks for it: the others' words
+        stay in their rows, and one of them takes over when the first is gone."""
+        if "wp_text_digest" in self.absent_columns:
+            return []
+        c = images.c
+        earlier = images.alias("earlier")
+        first = ~exists().where(
+            earlier.c.wp_media_id == c.wp_media_id,
+            earlier.c.id < c.id,
+            earlier.c.status != MISSING,
+        )
+        query = (
+            select(
+                c.id,
+                c.file_name,
+                c.wp_media_id,
+                c.title,
+                c.description,
+                c.caption,
+                c.alt_text,
+                c.wp_text_digest,
+            )
+            .where(
+                c.status == DONE,
+                c.id > after_id,
+                c.wp_media_id.is_not(None),
+                c.wp_url.is_not(None),
+                c.wp_text_digest.is_not(None),
+                c.wp_text_digest != _text_digest_sql(images),
+                first,
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+        if names is not None:
+            query = query.where(c.file_name.in_(list(names)))
+        with self.guard("reading text updates due"), self.engine.connect() as conn:
+            return [TextUpdate._make(row) for row in conn.execute(query)]
+
+    def record_text_sent(self, row_id: int, media_id: int, digest: str) -> bool:
+        """The media item was given the words this digest stands for."""
+        c = images.c
+        stmt = (
+            update(images)
+            .where(c.id == row_id, c.wp_media_id == media_id)
+            .values(wp_text_digest=digest)
+        )
+        with self.guard("recording text sent"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def baseline_text_digests(self) -> int:
+        """Rows uploaded before imgwatch kept what it sent: their words as they are now
+        count as what WordPress has (nothing is sent for them until they change)."""
+        if "wp_text_digest" in self.absent_columns:
+            return 0
+        c = images.c
+        stmt = (
+            update(images)
+            .where(c.wp_text_digest.is_(None), c.wp_media_id.is_not(None), c.status == DONE)
+            .values(wp_text_digest=_text_digest_sql(images))
+        )
+        with self.guard("recording what WordPress has"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def media_deleted(self, media_id: int, *, reupload: bool) -> list[str]:
+        """A person deleted the media item in WordPress. Its rows are uploaded again
+        (the folder is the source of truth), or, with reupload=False, failed with the
+        reason until `imgwatch retry`. Returns their names."""
+        c = images.c
+        now = utcnow()
+        which = (c.wp_media_id == media_id) & (c.status == DONE)
+        forgotten = {"wp_media_id": None, "wp_url": None, "wp_text_digest": None}
+        values: dict[str, Any] = {
+            "status": PENDING,
+            "attempts": 0,
+            "last_error": None,
+            "next_attempt_at": None,
+            "claimed_by": None,
+            "claimed_until": None,
+        }
+        if not reupload:
+            values = {
+                "status": FAILED,
+                "last_error": f"media {media_id} was deleted in WordPress; not uploaded "
+                "again (IMGWATCH_WP_REUPLOAD_DELETED=false): imgwatch retry uploads it",
+                "next_attempt_at": None,
+            }
+        with self.guard("noting a deleted media item"), self.engine.begin() as conn:
+            names = list(conn.execute(select(c.file_name).where(which)).scalars())
+            conn.execute(update(images).where(which).values(updated_at=now, **forgotten, **values))
+        return names
 
     def media_in_use(self, media_id: int, except_id: int) -> bool:
         """Does any other row point at this attachment (shared identical content)?"""
@@ -886,6 +1048,9 @@ class ImageStore:
             "status": case((keep_status, c.status), else_=new.status),
             "claimed_by": case((same_content, c.claimed_by), else_=null()),
             "claimed_until": case((same_content, c.claimed_until), else_=null()),
+            # Before file_text_digest is assigned, which they compare with.
+            **{name: self._follow_file(c, new, name, i) for i, name in enumerate(TEXT_FIELDS)},
+            "file_text_digest": new.file_text_digest,
             "sha256": new.sha256,
             "size_bytes": new.size_bytes,
             "mtime_ns": new.mtime_ns,
@@ -897,16 +1062,23 @@ class ImageStore:
             "last_error": new.last_error,
             "next_attempt_at": new.next_attempt_at,
             "updated_at": new.updated_at,
-            "title": func.coalesce(c.title, new.title),
-            "description": func.coalesce(c.description, new.description),
-            "caption": func.coalesce(c.caption, new.caption),
-            "alt_text": func.coalesce(c.alt_text, new.alt_text),
             "created_at": func.coalesce(c.created_at, new.created_at),
         }
         if self.dialect == "sqlite":
             return stmt.on_conflict_do_update(index_elements=[c.file_name], set_=changes)
         # A list keeps the order (a dict would follow the table's column order).
         return stmt.on_duplicate_key_update(list(changes.items()))
+
+    @staticmethod
+    def _follow_file(c: Any, new: Any, name: str, index: int) -> Any:
+        """A text field as the upsert leaves it: what the file says now, unless a
+        person (or the original service) put something else there. Told by the
+        field's part of file_text_digest, what the file said last time: a row that
+        still says that follows the file; any other value is kept."""
+        still_the_files = c.file_text_digest.is_not(None) & (
+            _FieldDigest(c[name]) == _part_of(c.file_text_digest, index)
+        )
+        return case((c[name].is_(None), new[name]), (still_the_files, new[name]), else_=c[name])
 
     def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
         """Rows whose file is gone: status `missing`, everything else kept.
@@ -1068,3 +1240,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
     finally:
         cursor.close()
+    # What MySQL's SHA2() does in _FieldDigest, for SQLite.
+    dbapi_conn.create_function("imgwatch_field_digest", 1, field_digest, deterministic=True)

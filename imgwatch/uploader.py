@@ -22,13 +22,17 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 from imgwatch.errors import PermanentError, SiteCondition, TransientError, UploadError
 from imgwatch.pause import UploadPause
-from imgwatch.store import UPLOADS_PAUSED, ImageStore, UploadJob, utcnow
+from imgwatch.store import UPLOADS_PAUSED, ImageStore, TextUpdate, UploadJob, utcnow
+from imgwatch.textdigest import TEXT_FIELDS, UNKNOWN, changed_fields, text_digest
 from imgwatch.wordpress import Media, MediaClient, MediaGone, upload_file_name
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Persisted retry schedule after a file used up its in-run attempts: 1 min, 2, 4 … 1 h.
 RESCHEDULE_BASE = dt.timedelta(minutes=1)
@@ -101,6 +105,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _words(job: UploadJob) -> tuple[str | None, str | None, str | None, str | None]:
+    return (job.title, job.description, job.caption, job.alt_text)
+
+
+class Landed(NamedTuple):
+    """A file in the media library: its item, whether it was there already (found by
+    its slug), and what its words were set to (textdigest.UNKNOWN: not known)."""
+
+    media: Media
+    reused: bool
+    text_digest: str
+
+
 class ContentChanged(Exception):
     """The file on disk no longer has the row's content; a scan will pick up the new one."""
 
@@ -109,9 +126,18 @@ class ContentChanged(Exception):
 class UploadTally:
     done: int = 0
     reused: int = 0
+    updated: int = 0  # media items given their rows' new words
+    gone: int = 0  # media items a person deleted in WordPress
     failed: int = 0
     skipped: int = 0
     waiting: int = 0  # not tried or given back: uploads are paused by a site condition
+
+    def add(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def merge(self, other: UploadTally) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class Uploader:
@@ -128,6 +154,7 @@ class Uploader:
         share_identical: bool = True,
         delete_replaced: bool = False,
         pause: UploadPause | None = None,
+        reupload_deleted: bool = True,
         owner: str = "",
         lease: float = 900.0,
     ) -> None:
@@ -143,12 +170,14 @@ class Uploader:
         self.share_identical = share_identical
         self.delete_replaced = delete_replaced
         self.pause = pause or UploadPause()
+        self.reupload_deleted = reupload_deleted
         # Two rows with the same content must not both miss the lookup and both upload.
         self._slug_locks = [threading.Lock() for _ in range(64)]
         self._tally_lock = threading.Lock()
         # Told of each upload's outcome and duration, and of each retry (metrics).
         self.on_upload: Callable[[str, float], None] | None = None
         self.on_retry: Callable[[], None] | None = None
+        self.on_text_update: Callable[[str], None] | None = None
 
     def slug_for(self, job: UploadJob) -> str:
         if self.share_identical:
@@ -164,11 +193,31 @@ class Uploader:
         def run(job: UploadJob) -> None:
             outcome = self.upload(job)
             with self._tally_lock:
-                setattr(tally, outcome, getattr(tally, outcome) + 1)
+                tally.add(outcome)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as pool:
             for future in [pool.submit(run, job) for job in jobs]:
                 future.result()
+        return tally
+
+    def update_all(self, store: ImageStore) -> UploadTally:
+        """Every media item whose words changed (--rescan), page by page."""
+        tally = UploadTally()
+
+        def run(update: TextUpdate) -> None:
+            outcome = self.update_text(update)
+            with self._tally_lock:
+                tally.add(outcome)
+
+        after = 0
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as pool:
+            while self.pause.condition is None:
+                page = store.text_updates_due(after_id=after, limit=100)
+                if not page:
+                    break
+                after = page[-1].id
+                for future in [pool.submit(run, update) for update in page]:
+                    future.result()
         return tally
 
     def upload(self, job: UploadJob) -> str:
@@ -191,7 +240,7 @@ class Uploader:
         lock = self._slug_locks[hash(slug) % len(self._slug_locks)]
         try:
             with lock:
-                media, reused = self._upload_with_retries(job, slug)
+                landed = self._upload_with_retries(job, slug)
         except ContentChanged as exc:
             log.info("not uploaded %r: %s", job.file_name, exc)
             self.store.record_upload_failure(job, str(exc), utcnow())
@@ -206,52 +255,137 @@ class Uploader:
             return "waiting"
         except TransientError as exc:
             # Retries used up. Whose fault: the probe tells the site's from this file's.
-            condition = self.client.probe()
-            if condition is not None:
-                self.store.release_upload(job)
-                self.pause.report(condition)
+            if self._site_at_fault(job.id, lambda: self.store.release_upload(job)):
                 return "waiting"
             when = reschedule_at(job.attempts, exc.retry_after)
             log.warning("upload failed %r, next try %s UTC: %s", job.file_name, when, exc)
             self.store.record_upload_failure(job, str(exc), when)
             return "failed"
         self.pause.upload_worked()
-        if not self.store.record_upload(job, media.id, media.source_url):
+        media = landed.media
+        if not self.store.record_upload(job, media.id, media.source_url, landed.text_digest):
             log.info("uploaded %r but its content changed meanwhile", job.file_name)
             return "skipped"
         log.info(
             "%s %r -> %s (media %d)",
-            "linked" if reused else "uploaded",
+            "linked" if landed.reused else "uploaded",
             job.file_name,
             media.source_url,
             media.id,
         )
         self._drop_replaced(job, media)
-        return "reused" if reused else "done"
+        return "reused" if landed.reused else "done"
 
-    def _upload_with_retries(self, job: UploadJob, slug: str) -> tuple[Media, bool]:
-        attempt = 0
+    def _upload_with_retries(self, job: UploadJob, slug: str) -> Landed:
+        def attempt() -> Landed:
+            # Looked up every time: an upload that timed out may have landed.
+            found = self.client.find_by_slug(slug)
+            if found is not None:
+                # Linked, its words taken as in step: the item has what its upload
+                # gave it (this row's, when an upload landed unrecorded), or what a
+                # person made of it since, which is kept until this row's change.
+                return Landed(found, True, text_digest(*_words(job)))
+            return self._send(job, slug)
+
+        return self._retrying(attempt, job.file_name)
+
+    def _retrying(self, attempt: Callable[[], T], file_name: str) -> T:
+        """attempt() until it works, the policy's attempts are used up (its last
+        TransientError is raised), or uploads pause (the condition is raised)."""
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             paused = self.pause.condition
             if paused is not None:
                 raise paused  # another upload found the site in trouble meanwhile
             try:
-                found = self.client.find_by_slug(slug)
-                if found is not None:
-                    return found, True
-                return self._send(job, slug), False
+                return attempt()
             except TransientError as exc:
-                if attempt >= self.policy.attempts:
+                if tries >= self.policy.attempts:
                     raise
-                pause = self.policy.delay(attempt, exc.retry_after)
-                log.info("retrying %r in %.1fs: %s", job.file_name, pause, exc)
+                delay = self.policy.delay(tries, exc.retry_after)
+                log.info("retrying %r in %.1fs: %s", file_name, delay, exc)
                 if self.on_retry is not None:
                     self.on_retry()
-                time.sleep(pause)
-            # The loop goes back to the lookup: an upload that timed out may have landed.
+                time.sleep(delay)
 
-    def _send(self, job: UploadJob, slug: str) -> Media:
+    def _site_at_fault(self, job_id: int, release: Callable[[], object]) -> bool:
+        """After the retries of one row: does the site answer its probe? If not, it is
+        the site's fault: the row is given back (release) and uploads pause."""
+        condition = self.client.probe()
+        if condition is None:
+            return False
+        release()
+        self.pause.report(condition)
+        return True
+
+    # --- the media item's words ---------------------------------------------------
+
+    def update_text(self, update: TextUpdate) -> str:
+        """Give the media item the row's words, the fields that changed only (an edit
+        made in WordPress to another field stays). Returns updated|gone (deleted in
+        WordPress: its rows go up again)|failed|waiting."""
+        if self.pause.condition is not None:
+            return "waiting"
+        outcome = self._update_text(update)
+        if self.on_text_update is not None:
+            self.on_text_update(outcome)
+        return outcome
+
+    def _update_text(self, update: TextUpdate) -> str:
+        fields = changed_fields(update.wp_text_digest, update.values)
+        values = dict(zip(TEXT_FIELDS, update.values, strict=True))
+        given = {name: values[name] or "" for name in fields}
+        try:
+            self._retrying(
+                lambda: self.client.update_fields(update.wp_media_id, given), update.file_name
+            )
+        except MediaGone:
+            return self._media_gone(update)
+        except SiteCondition as cond:
+            self.pause.report(cond)
+            return "waiting"
+        except PermanentError as exc:
+            # Not sent again until the words change: WordPress will say the same.
+            log.warning("WordPress refused the text of %r: %s", update.file_name, exc)
+            self.store.record_text_sent(update.id, update.wp_media_id, text_digest(*update.values))
+            return "failed"
+        except TransientError as exc:
+            if self._site_at_fault(update.id, lambda: None):
+                return "waiting"
+            log.warning(
+                "could not update the text of %r, tried again later: %s", update.file_name, exc
+            )
+            return "failed"
+        self.store.record_text_sent(update.id, update.wp_media_id, text_digest(*update.values))
+        log.info(
+            "updated %s of %r in WordPress (media %d)",
+            ", ".join(fields),
+            update.file_name,
+            update.wp_media_id,
+        )
+        return "updated"
+
+    def _media_gone(self, update: TextUpdate) -> str:
+        names = self.store.media_deleted(update.wp_media_id, reupload=self.reupload_deleted)
+        shown = ", ".join(repr(n) for n in names) or repr(update.file_name)
+        if self.reupload_deleted:
+            log.warning(
+                "media %d of %s was deleted in WordPress; uploading it again",
+                update.wp_media_id,
+                shown,
+            )
+        else:
+            log.warning(
+                "media %d of %s was deleted in WordPress; not uploaded again "
+                "(IMGWATCH_WP_REUPLOAD_DELETED=false), the row is failed",
+                update.wp_media_id,
+                shown,
+            )
+            return "failed"
+        return "gone"
+
+    def _send(self, job: UploadJob, slug: str) -> Landed:
         path = self.image_dir / job.file_name
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -262,6 +396,7 @@ class Uploader:
             if exc.errno != 40:  # ELOOP from O_NOFOLLOW on a symlink
                 raise TransientError(f"cannot open file: {exc.strerror}") from None
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        words = _words(job)
         with os.fdopen(fd, "rb") as body:
             sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
             while chunk := body.read(_HASH_CHUNK):
@@ -277,30 +412,29 @@ class Uploader:
                 mime_type=job.mime_type,
                 md5_hex=md5.hexdigest(),
                 slug=slug,
-                fields={
-                    "title": job.title or "",
-                    "description": job.description or "",
-                    "caption": job.caption or "",
-                    "alt_text": job.alt_text or "",
-                },
+                fields=dict(zip(TEXT_FIELDS, (v or "" for v in words), strict=True)),
             )
-        if later:
-            self._set_later_fields(job, media, later)
-        return media
+        sent = text_digest(*words)
+        if later and not self._set_later_fields(job, media, later):
+            sent = UNKNOWN  # the text updates send it again
+        return Landed(media, False, sent)
 
-    def _set_later_fields(self, job: UploadJob, media: Media, fields: dict[str, str]) -> None:
+    def _set_later_fields(self, job: UploadJob, media: Media, fields: dict[str, str]) -> bool:
         """Text too long for the upload's query string, set right after it. The file
         is in already: a failure here is a warning, not a failed upload (which would
-        only find the media by its slug next time and leave it as it is)."""
+        only find the media by its slug next time and leave it as it is); the words
+        are sent again as an update. False if they were not set."""
         try:
             self.client.update_fields(media.id, fields)
         except (UploadError, MediaGone) as exc:
             log.warning(
-                "uploaded %r as media %d, but could not set its text: %s",
+                "uploaded %r as media %d, but could not set its text yet: %s",
                 job.file_name,
                 media.id,
                 exc,
             )
+            return False
+        return True
 
     def _drop_replaced(self, job: UploadJob, media: Media) -> None:
         old = job.wp_media_id

@@ -1,6 +1,6 @@
 """The daemon's moving parts behind the debouncer, each on its own thread(s).
 
-    FileWorkers ──ops──> Writer ──rows──> store ──due rows──> UploadDispatcher
+    FileWorkers ──ops──> Writer ──rows──> store ──due rows──> UploadDispatcher (uploads.py)
 
 FileWorkers read and hash files (several threads; hashing releases the GIL).
 The Writer is the only thread that changes rows on behalf of events: it applies
@@ -17,9 +17,7 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -32,15 +30,10 @@ from imgwatch.store import (
     MISSING,
     PENDING,
     REJECTED,
-    UPLOADS_PAUSED,
-    Condition,
     ImageRecord,
     ImageStore,
     KnownFile,
-    UploadJob,
-    utcnow,
 )
-from imgwatch.uploader import Uploader
 from imgwatch.walker import find_one
 from imgwatch.wordpress import MediaClient
 
@@ -343,7 +336,7 @@ class Writer:
         batch_size: int,
         on_delete: str,
         client: MediaClient | None,
-        on_pending: Callable[[], None],
+        on_rows: Callable[[list[ImageRecord]], None],
         release: Callable[[Iterable[str]], None] = lambda _names: None,
         outage: Outage | None = None,
     ) -> None:
@@ -356,7 +349,7 @@ class Writer:
         self.batch_size = batch_size
         self.on_delete = on_delete
         self.client = client
-        self.on_pending = on_pending
+        self.on_rows = on_rows
         self.ops: queue.Queue[Op | None] = queue.Queue(maxsize=max(100, batch_size * 2))
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._stopping = threading.Event()
@@ -446,8 +439,7 @@ class Writer:
         rejected = sum(1 for r in records if r.status == REJECTED)
         self.stats.add("rejected", rejected)
         self.stats.add("recorded", sum(1 for r in records if r.status in {DONE, PENDING}))
-        if any(r.status == PENDING for r in records):
-            self.on_pending()
+        self.on_rows(records)
 
     def _rename(self, op: Rename) -> None:
         # A new name no row can hold gets its own (rejected) row when it is looked at.
@@ -498,161 +490,3 @@ class Writer:
                 log.info("deleted media %d of %r from WordPress", media_id, file_name)
         except UploadError as exc:
             log.warning("could not delete media %d of %r: %s", media_id, file_name, exc)
-
-
-# --- uploading ------------------------------------------------------------------------
-
-
-class UploadDispatcher:
-    """Feeds due rows to the Uploader's workers; woken by new rows, every 30 s otherwise."""
-
-    RECHECK = 30.0
-
-    def __init__(
-        self, uploader: Uploader, store: ImageStore, stats: Stats, outage: Outage | None = None
-    ) -> None:
-        self.outage = outage or Outage()
-        self.uploader = uploader
-        self.store = store
-        self.stats = stats
-        self.wake = threading.Event()
-        self._stopping = threading.Event()
-        self._pool = ThreadPoolExecutor(uploader.workers, thread_name_prefix="upload")
-        self._in_flight: dict[int, Future[None]] = {}
-        self._backlog: deque[UploadJob] = deque()
-        self._refetch = threading.Event()
-        self._retry_requested = False
-        # The pause as last written to the database, and when.
-        self._recorded: tuple[str, str] | None = None
-        self._recorded_at = 0.0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="uploads", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._in_flight)
-
-    def stop(self, deadline: float) -> bool:
-        """No new uploads; wait for those under way. A row left `uploading` is resolved
-        by the slug lookup at the next start, never uploaded blindly again."""
-        self._stopping.set()
-        self.wake.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            futures = list(self._in_flight.values())
-        for future in futures:
-            try:
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001, S112 - timeouts and cancellations: reported below
-                continue
-        return self.in_flight() == 0
-
-    def new_rows(self) -> None:
-        """Rows that need uploading were written: look them up now."""
-        self._refetch.set()
-        self.wake.set()
-
-    def retry_now(self) -> None:
-        """An operator asked (SIGHUP): failed uploads are due now, a paused site is
-        probed at once."""
-        self.uploader.pause.probe_now()
-        self._retry_requested = True
-        self.new_rows()
-
-    def _run(self) -> None:
-        pause = self.uploader.pause
-        while not self._stopping.is_set():
-            timeout = self.RECHECK
-            to_probe = pause.seconds_to_probe()
-            if to_probe is not None:
-                timeout = min(timeout, to_probe)
-            if not self.wake.wait(timeout):
-                self._refetch.set()  # scheduled retries come due with time alone
-            self.wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                if not self._paused():
-                    self._dispatch()
-                self._record_pause()
-            except DatabaseUnavailable as exc:
-                self.outage.failed(exc)
-                self._stopping.wait(5.0)
-            except Exception:
-                log.exception("internal error dispatching uploads; trying again shortly")
-                self._stopping.wait(5.0)
-
-    def _record_pause(self) -> None:
-        """Keep the pause in the database for `imgwatch status` (another process):
-        when it begins, changes or ends, and once a minute while it lasts."""
-        state = self.uploader.pause.state()
-        key = None if state is None else (state.kind, state.message)
-        now = time.monotonic()
-        if key == self._recorded and (key is None or now - self._recorded_at < self.RECHECK * 2):
-            return
-        owner = self.uploader.owner
-        if state is None:
-            self.store.clear_condition(UPLOADS_PAUSED, [owner])
-        else:
-            self.store.set_condition(
-                Condition(UPLOADS_PAUSED, owner, state.kind, state.message, state.since, utcnow())
-            )
-        self._recorded, self._recorded_at = key, now
-
-    def _paused(self) -> bool:
-        """Probe a paused site when it is time; True while uploads stay paused."""
-        pause = self.uploader.pause
-        if pause.condition is None:
-            return False
-        if not pause.probe_due():
-            return True
-        condition = self.uploader.client.probe()
-        if condition is not None:
-            pause.probe_failed(condition)
-            return True
-        pause.resume()
-        self._refetch.set()  # every row that waited is due: read them again
-        return False
-
-    def _dispatch(self) -> None:
-        if self._refetch.is_set() or not self._backlog:
-            self._refetch.clear()
-            if self._retry_requested:
-                self._retry_requested = False
-                # In the rows, not in memory: whatever reads them next sees them due.
-                self.store.retry_failed_now()
-            # The row is the queue: re-read it rather than trust what was read before.
-            self._backlog = deque(self.store.due_uploads())
-        limit = self.uploader.workers * 2
-        with self._lock:
-            while (
-                self._backlog
-                and len(self._in_flight) < limit
-                and self.uploader.pause.condition is None
-            ):
-                job = self._backlog.popleft()
-                if job.id not in self._in_flight and not self._stopping.is_set():
-                    self._in_flight[job.id] = self._pool.submit(self._upload, job)
-
-    def _upload(self, job: UploadJob) -> None:
-        try:
-            outcome = self.uploader.upload(job)
-            if outcome in {"done", "reused"}:
-                self.stats.add("uploaded")
-            elif outcome == "failed":
-                self.stats.add("upload_failed")
-        except DatabaseUnavailable as exc:
-            self.outage.failed(exc)  # the row still says what is left to do
-        except Exception:
-            log.exception("internal error uploading %r; it is retried later", job.file_name)
-        finally:
-            with self._lock:
-                self._in_flight.pop(job.id, None)
-            self.wake.set()

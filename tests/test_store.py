@@ -287,7 +287,7 @@ def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStor
     done = UploadJob(
         rows["done.jpg"][STATE_ID], "done.jpg", "0" * 64, "image/jpeg", None, None, None, 0
     )
-    assert store.record_upload(done, 7, "https://wp/done.jpg")
+    assert store.record_upload(done, 7, "https://wp/done.jpg", "")
 
     store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
     got = {r["file_name"]: r for r in store.all_rows()}

@@ -1,0 +1,237 @@
+"""The daemon's upload side: everything that talks to WordPress, on its own threads.
+
+The rows are the queue. The dispatcher asks the store what is due (uploads first,
+then media items whose words changed) and hands it to the Uploader's pool; it is
+woken by new rows, and every 30 s otherwise. While uploads are paused by a
+condition of the site it probes WordPress instead, and keeps the pause in the
+database for `imgwatch status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from imgwatch.errors import DatabaseUnavailable
+from imgwatch.store import UPLOADS_PAUSED, Condition, ImageStore, TextUpdate, UploadJob, utcnow
+from imgwatch.uploader import Uploader
+from imgwatch.workers import Outage, Stats
+
+log = logging.getLogger(__name__)
+
+# Names of rows whose words may have changed, kept until looked up; past this many
+# a sweep of the whole table is cheaper than the list.
+TEXT_NAMES_MAX = 10_000
+TEXT_PAGE = 100  # text updates read per query
+
+
+class UploadDispatcher:
+    """Feeds due rows to the Uploader's workers; woken by new rows, every 30 s otherwise."""
+
+    RECHECK = 30.0
+
+    def __init__(
+        self, uploader: Uploader, store: ImageStore, stats: Stats, outage: Outage | None = None
+    ) -> None:
+        self.outage = outage or Outage()
+        self.uploader = uploader
+        self.store = store
+        self.stats = stats
+        self.wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(uploader.workers, thread_name_prefix="upload")
+        self._in_flight: dict[tuple[str, int], Future[None]] = {}
+        self._backlog: deque[UploadJob | TextUpdate] = deque()
+        self._refetch = threading.Event()
+        self._retry_requested = False
+        # Words to bring to WordPress: of these rows, or (sweep) of any row; a sweep
+        # goes through the table in pages, from the id after the last one.
+        self._text_names: set[str] = set()
+        self._text_sweep = False
+        self._text_after = 0
+        # The pause as last written to the database, and when.
+        self._recorded: tuple[str, str] | None = None
+        self._recorded_at = 0.0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="uploads", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def stop(self, deadline: float) -> bool:
+        """No new uploads; wait for those under way. A row left `uploading` is resolved
+        by the slug lookup at the next start, never uploaded blindly again."""
+        self._stopping.set()
+        self.wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            futures = list(self._in_flight.values())
+        for future in futures:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001, S112 - timeouts and cancellations: reported below
+                continue
+        return self.in_flight() == 0
+
+    def new_rows(self) -> None:
+        """Rows that need uploading were written: look them up now."""
+        self._refetch.set()
+        self.wake.set()
+
+    def words_written(self, names: Iterable[str]) -> None:
+        """Rows were written whose words may have changed: bring them to WordPress."""
+        with self._lock:
+            self._text_names.update(names)
+            if len(self._text_names) > TEXT_NAMES_MAX:
+                self._text_names.clear()
+                self._sweep_locked()
+        self.new_rows()
+
+    def sweep_text(self) -> None:
+        """After a reconcile (or a restart): any row's words may differ from its media
+        item's, a person's edit in the database among them. Look at them all."""
+        with self._lock:
+            self._sweep_locked()
+        self.new_rows()
+
+    def _sweep_locked(self) -> None:
+        self._text_sweep, self._text_after = True, 0
+
+    def retry_now(self) -> None:
+        """An operator asked (SIGHUP): failed uploads are due now, a paused site is
+        probed at once."""
+        self.uploader.pause.probe_now()
+        self._retry_requested = True
+        self.new_rows()
+
+    def _run(self) -> None:
+        pause = self.uploader.pause
+        while not self._stopping.is_set():
+            timeout = self.RECHECK
+            to_probe = pause.seconds_to_probe()
+            if to_probe is not None:
+                timeout = min(timeout, to_probe)
+            if not self.wake.wait(timeout):
+                self._refetch.set()  # scheduled retries come due with time alone
+            self.wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                if not self._paused():
+                    self._dispatch()
+                self._record_pause()
+            except DatabaseUnavailable as exc:
+                self.outage.failed(exc)
+                self._stopping.wait(5.0)
+            except Exception:
+                log.exception("internal error dispatching uploads; trying again shortly")
+                self._stopping.wait(5.0)
+
+    def _record_pause(self) -> None:
+        """Keep the pause in the database for `imgwatch status` (another process):
+        when it begins, changes or ends, and once a minute while it lasts."""
+        state = self.uploader.pause.state()
+        key = None if state is None else (state.kind, state.message)
+        now = time.monotonic()
+        if key == self._recorded and (key is None or now - self._recorded_at < self.RECHECK * 2):
+            return
+        owner = self.uploader.owner
+        if state is None:
+            self.store.clear_condition(UPLOADS_PAUSED, [owner])
+        else:
+            self.store.set_condition(
+                Condition(UPLOADS_PAUSED, owner, state.kind, state.message, state.since, utcnow())
+            )
+        self._recorded, self._recorded_at = key, now
+
+    def _paused(self) -> bool:
+        """Probe a paused site when it is time; True while uploads stay paused."""
+        pause = self.uploader.pause
+        if pause.condition is None:
+            return False
+        if not pause.probe_due():
+            return True
+        condition = self.uploader.client.probe()
+        if condition is not None:
+            pause.probe_failed(condition)
+            return True
+        pause.resume()
+        self._refetch.set()  # every row that waited is due: read them again
+        return False
+
+    def _dispatch(self) -> None:
+        if self._refetch.is_set() or not self._backlog:
+            self._refetch.clear()
+            if self._retry_requested:
+                self._retry_requested = False
+                # In the rows, not in memory: whatever reads them next sees them due.
+                self.store.retry_failed_now()
+            # The row is the queue: re-read it rather than trust what was read before.
+            self._backlog = deque(self.store.due_uploads())
+            if not self._backlog:  # uploads first: a new item gets its words with it
+                self._backlog.extend(self._text_updates())
+        limit = self.uploader.workers * 2
+        with self._lock:
+            while (
+                self._backlog
+                and len(self._in_flight) < limit
+                and self.uploader.pause.condition is None
+            ):
+                work = self._backlog.popleft()
+                key = ("upload" if isinstance(work, UploadJob) else "text", work.id)
+                if key not in self._in_flight and not self._stopping.is_set():
+                    self._in_flight[key] = self._pool.submit(self._run_one, key, work)
+        if not self._backlog and (self._text_names or self._text_sweep):
+            self.wake.set()  # more words to look at: the next page, once there is room
+
+    def _text_updates(self) -> list[TextUpdate]:
+        """The next words to send: of the rows named since the last look, then the
+        next page of a sweep."""
+        with self._lock:
+            names = list(self._text_names)[:500]
+            self._text_names.difference_update(names)
+            sweep, after = self._text_sweep, self._text_after
+        if names:
+            return self.store.text_updates_due(names=names)
+        if not sweep:
+            return []
+        page = self.store.text_updates_due(after_id=after, limit=TEXT_PAGE)
+        with self._lock:
+            if page:
+                self._text_after = page[-1].id
+            else:
+                self._text_sweep = False
+        return page
+
+    def _run_one(self, key: tuple[str, int], work: UploadJob | TextUpdate) -> None:
+        try:
+            if isinstance(work, UploadJob):
+                outcome = self.uploader.upload(work)
+                if outcome in {"done", "reused"}:
+                    self.stats.add("uploaded")
+                elif outcome == "failed":
+                    self.stats.add("upload_failed")
+            elif self.uploader.update_text(work) == "gone":
+                self.new_rows()  # its rows are due for upload again
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)  # the row still says what is left to do
+        except Exception:
+            log.exception(
+                "internal error sending %r to WordPress; tried again later", work.file_name
+            )
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
+            self.wake.set()
