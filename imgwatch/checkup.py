@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgwatch.config import Settings
+from imgwatch.deletions import DeleteGuard
 from imgwatch.dryrun import NotingStore
 from imgwatch.errors import ConfigError, ImgwatchError, UploadError
 from imgwatch.filters import ImageNameFilter
@@ -82,6 +83,7 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     state = WalkState()
     rows_seen = NotingStore(store)  # reads rows whatever the schema's state
     rows = rows_seen.file_states()
+    live = sum(1 for r in rows.values() if r[STATE] != GONE)
     new = changed = unchanged = 0
     for found in walk(root, ImageNameFilter(settings.extensions), state):
         row = rows.pop(row_name(found.file_name), None)
@@ -107,10 +109,17 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     uploads = ""
     if settings.wordpress_enabled and rows_seen.images_ready:
         uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
+    guard = DeleteGuard(settings.delete_guard_share, settings.delete_guard_min)
+    if gone and (guard.holds(gone, live) or not (new + changed + unchanged)):
+        deletes = f"hold the deletion of {gone} row(s) (the mass-deletion guard)"
+    else:
+        deletes = f"mark {gone} row(s) missing"
+        if settings.on_delete != "missing":
+            deletes = f"{'forget' if settings.on_delete == 'forget' else 'purge'} {gone} row(s)"
     say(
         "startup reconcile",
         f"would read {new} new and {changed} changed file(s), leave {unchanged} unchanged, "
-        f"mark {gone} row(s) missing{uploads}",
+        f"{deletes}{uploads}",
     )
 
 

@@ -98,11 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         "retry",
         help="make failed or rejected rows (or the named files) due again",
         description="Make rows due again: failed uploads are tried again, other rows "
-        "are read again. The running daemon picks them up within a minute, or the "
-        "next --rescan does. Without --failed, --rejected or FILE: --failed.",
+        "are read again (and their media item given every field again). The running "
+        "daemon picks them up within a minute, or the next --rescan does. Without "
+        "--failed, --rejected, --confirm-deletes or FILE: --failed.",
     )
     retry.add_argument("--failed", action="store_true", help="every failed row")
     retry.add_argument("--rejected", action="store_true", help="every rejected row")
+    retry.add_argument(
+        "--confirm-deletes",
+        action="store_true",
+        help="the deletions the mass-deletion guard holds are meant: the next reconcile "
+        "applies them",
+    )
     retry.add_argument(
         "files",
         nargs="*",
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return run_status(settings, as_json=args.json, limit=args.limit)
         if args.command == "retry":
-            return run_retry(settings, args.failed, args.rejected, args.files)
+            return run_retry(settings, args.failed, args.rejected, args.files, args.confirm_deletes)
         if args.rescan:
             return run_rescan(settings, dry_run=args.dry_run)
         return Daemon(settings).run()

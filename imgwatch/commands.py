@@ -13,7 +13,7 @@ from imgwatch.config import Settings
 from imgwatch.errors import UsageError
 from imgwatch.processor import row_name
 from imgwatch.statusreport import gather, render
-from imgwatch.store import ImageStore, images
+from imgwatch.store import DELETIONS_HELD, ImageStore, conditions, images
 
 EXIT_SOME_UNKNOWN = 1
 
@@ -29,13 +29,23 @@ def run_status(settings: Settings, *, as_json: bool, limit: int) -> int:
     return 0
 
 
-def run_retry(settings: Settings, failed: bool, rejected: bool, files: Sequence[str]) -> int:
-    if not (failed or rejected or files):
+def run_retry(
+    settings: Settings,
+    failed: bool,
+    rejected: bool,
+    files: Sequence[str],
+    confirm_deletes: bool = False,
+) -> int:
+    if not (failed or rejected or files or confirm_deletes):
         failed = True
     names = [file_row_name(settings.image_dir, f) for f in files]
     store = ImageStore(settings.database_url())
     try:
         store.open(create=False)
+        if confirm_deletes:
+            confirm_held_deletions(store)
+            if not (failed or rejected or files):
+                return 0
         if images.name in store.missing_tables:
             print("retry: nothing to retry, the database has no images table yet")
             return EXIT_SOME_UNKNOWN if names else 0
@@ -72,3 +82,17 @@ def file_row_name(image_dir: Path, given: str) -> str:
     if path.is_absolute():
         raise UsageError(f"{given!r} is not inside the image directory {image_dir}")
     return row_name(os.path.normpath(given))
+
+
+def confirm_held_deletions(store: ImageStore) -> None:
+    held = [] if conditions.name in store.missing_tables else store.conditions()
+    rows = sum(c.rows or 0 for c in held if c.kind == DELETIONS_HELD)
+    if not rows:
+        print("retry: no deletions are held", flush=True)
+        return
+    store.confirm_held_deletions()
+    print(
+        f"retry: {rows} held deletion(s) confirmed: the running daemon applies them within "
+        "a minute, or the next --rescan does",
+        flush=True,
+    )

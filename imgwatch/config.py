@@ -148,6 +148,20 @@ class Settings(BaseSettings):
         description="a deleted file's row: missing (kept, marked), forget (row removed) "
         "or purge (row and WordPress media removed)",
     )
+    delete_guard_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="a reconcile or a run of deletes that would take more than this share "
+        "of the rows (and at least delete_guard_min) is held until the files come back or "
+        "`imgwatch retry --confirm-deletes`; 1 turns the guard off",
+    )
+    delete_guard_min: int = Field(
+        default=100,
+        ge=1,
+        description="fewer deleted rows than this at once are never held (but an image "
+        "directory with no files at all always is)",
+    )
     # 4 on any machine: reading files waits on the disk more than on the CPU (the
     # burst benchmark on 2 cores: about 1,500 files/s with 2, about 1,950 with 4).
     workers: int = Field(

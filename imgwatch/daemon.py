@@ -26,6 +26,7 @@ from types import FrameType
 from imgwatch.admin import record_scan, rereads_due
 from imgwatch.config import Settings
 from imgwatch.debounce import Debouncer, Signature
+from imgwatch.deletions import GoneRow, HoldState
 from imgwatch.errors import ConfigError, DatabaseUnavailable, SiteCondition
 from imgwatch.filters import ImageNameFilter, is_hidden_or_temp
 from imgwatch.listener import DatabaseCheck, Listener
@@ -35,9 +36,9 @@ from imgwatch.notify import Notifier
 from imgwatch.pause import PauseState, duration
 from imgwatch.processor import FileProcessor
 from imgwatch.scanner import Reconciler, ScanSummary
-from imgwatch.service import media_client, preflight, uploader
+from imgwatch.service import deletions, media_client, preflight, uploader
 from imgwatch.service import reconciler as service_reconciler
-from imgwatch.store import DONE, PENDING, ImageRecord, ImageStore, utcnow
+from imgwatch.store import DELETIONS_HELD, DONE, PENDING, ImageRecord, ImageStore, utcnow
 from imgwatch.uploads import UploadDispatcher
 from imgwatch.walker import check_image_dir, walk
 from imgwatch.watcher import Change, Watcher, inotify_room_left, wants_polling
@@ -63,6 +64,7 @@ RESTART_WATCHER_EVERY = 5.0
 # A single file read this long means a hung mount or disk, not a big file.
 STUCK_AFTER = 600
 RETRY_POLL = 10.0  # how often the reconcile thread looks for rows `imgwatch retry` marked
+HOLD_RECHECK = 60.0  # while deletions are held, how often to look whether the files are back
 
 
 class Daemon:
@@ -92,13 +94,15 @@ class Daemon:
         if polling:
             quiet = max(quiet, settings.poll_interval)
         self.debouncer = Debouncer(self._signature, quiet=quiet, max_wait=settings.max_wait)
+        # Deletions held by the mass-deletion guard, as this daemon knows them.
+        self.hold = HoldState()
+        self._purge = self._hand_to_purge if self.client is not None else None
         self.writer = Writer(
             root=self.root,
             store=self.store,
             stats=self.stats,
             batch_size=settings.batch_size,
-            on_delete=settings.on_delete,
-            client=self.client,
+            deletions=deletions(settings, self.store, self.root, purge=self._purge, hold=self.hold),
             on_rows=self._rows_written,
             release=self.release,
             outage=self.outage,
@@ -115,6 +119,7 @@ class Daemon:
         )
         self.uploads: UploadDispatcher | None = None
         self._reconcile_wanted = threading.Event()
+        self._hold_recheck_at = 0.0
         self._reconcile_reason = ""
         self._reconcile_thread = threading.Thread(
             target=self._reconcile_loop, name="reconcile", daemon=True
@@ -173,6 +178,7 @@ class Daemon:
             queue_depth=self.queue_depth,
             database_up=lambda: not self.outage.down,
             watching=lambda: self._watch_problem is None and self.watcher.alive(),
+            deletions_held=lambda: held.rows if (held := self.hold.current) else 0,
             wordpress_paused=(lambda: _kind(pause.condition)) if pause is not None else None,
         )
         self.listener = Listener(*address, metrics.registry, self.trouble)
@@ -188,6 +194,9 @@ class Daemon:
         paused = self._pause_state()
         if paused is not None and paused.seconds >= self.settings.wp_pause_unhealthy:
             return f"uploads paused for {duration(paused.seconds)}: {paused.message}"
+        held = self.hold.current
+        if held is not None:
+            return f"deletions held: {held.message}"
         return self._database_check()
 
     def _pause_state(self) -> PauseState | None:
@@ -447,6 +456,12 @@ class Daemon:
         """From a worker thread: look at key again later, via the main loop."""
         self.watcher.handler.put(Change("recheck", os.path.join(self.root, key)))
 
+    def _hand_to_purge(self, rows: list[GoneRow]) -> None:
+        """From the writer or a reconcile: media items to delete, then rows, on the
+        upload side (the row writer never waits on WordPress)."""
+        if self.uploads is not None:
+            self.uploads.purge(rows)
+
     def _rows_written(self, records: list[ImageRecord]) -> None:
         """From the writer: rows to upload, and rows whose words may have changed."""
         if self.uploads is None:
@@ -521,6 +536,12 @@ class Daemon:
         paused = self._pause_state()
         if paused is not None:
             text += f"; uploads paused {duration(paused.seconds)}: {paused.message}"
+        held = self.hold.current
+        if held is not None:
+            text += (
+                f"; {held.rows} deletion(s) held, waiting for the files to come back or "
+                "imgwatch retry --confirm-deletes"
+            )
         if s.last_error:
             text += f"; last error: {s.last_error}"
         return text
@@ -539,16 +560,15 @@ class Daemon:
         self._reconcile_reason = reason
         self._reconcile_wanted.set()
 
-    def _rereads_due(self, since: dt.datetime | None) -> int:
-        try:
-            return rereads_due(self.store, since)
-        except DatabaseUnavailable as exc:
-            self.outage.failed(exc)
-            return 0
-
     def _reconcile_loop(self) -> None:
         reconciler = service_reconciler(
-            self.settings, self.store, self.root, uploads=self.client is not None, claims=self
+            self.settings,
+            self.store,
+            self.root,
+            uploads=self.client is not None,
+            claims=self,
+            purge=self._purge,
+            hold=self.hold,
         )
         # When the last reconcile that went through began: rows `retry` marked before
         # then were in its view, and those it could not read wait for the next
@@ -558,16 +578,34 @@ class Daemon:
             wanted = self._reconcile_wanted.wait(RETRY_POLL)
             if self.stopping.is_set():
                 return
-            # `imgwatch retry` (another process) marks rows in the database: a
-            # reconcile reads them.
-            if not wanted and not self._rereads_due(since):
+            reason = self._reconcile_reason if wanted else self._unasked_reason(since)
+            if reason is None:
                 continue
             self._reconcile_wanted.clear()
-            reason = self._reconcile_reason if wanted else "retry"
             started = utcnow()
             summary = self._run_reconcile(reconciler, reason)
+            self._hold_recheck_at = time.monotonic() + HOLD_RECHECK
             if summary is not None and not summary.interrupted:
                 since = started
+
+    def _unasked_reason(self, since: dt.datetime | None) -> str | None:
+        """Why to reconcile when no event or signal asked: held deletions an operator
+        confirmed, or to see whether their files are back; rows `imgwatch retry`
+        (another process) marked in the database. None: no reason."""
+        try:
+            # Asked of the database whether or not this daemon holds any: a --rescan
+            # may have held them.
+            if any(
+                c.kind == DELETIONS_HELD and c.confirmed_at is not None
+                for c in self.store.conditions()
+            ):
+                return "confirmed deletes"
+            if self.hold.current is not None and time.monotonic() >= self._hold_recheck_at:
+                return "held deletes"
+            return "retry" if rereads_due(self.store, since) else None
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+            return None
 
     def _run_reconcile(self, reconciler: Reconciler, reason: str) -> ScanSummary | None:
         """One reconcile with its log line, history row and counts; None if it failed."""
@@ -586,11 +624,20 @@ class Daemon:
             log.exception("internal error in the %s reconcile", reason)
             return None
         self.outage.ok()
-        log.info("%s reconcile: %s", reason, summary.line().removeprefix("rescan: "))
+        # A look at whether held deletions' files are back, which found nothing new,
+        # is not worth a line (or a history row) a minute.
+        quiet = reason == "held deletes" and summary.held and not summary.changes
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s reconcile: %s",
+            reason,
+            summary.line().removeprefix("rescan: "),
+        )
         if self.metrics is not None:
             self.metrics.scan_done(reason, summary.elapsed)
         try:
-            record_scan(self.store, reason, summary)
+            if not quiet:
+                record_scan(self.store, reason, summary)
         except DatabaseUnavailable as exc:
             self.outage.failed(exc)
         self.stats.add("recorded", summary.new + summary.changed)

@@ -11,16 +11,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imgwatch.config import Settings
+from imgwatch.deletions import GoneRow
 from imgwatch.scanner import ScanSummary
 from imgwatch.service import reconciler
 from imgwatch.store import (
     PENDING,
     REJECTED,
+    STATE_ID,
+    Condition,
     FileState,
     ImageRecord,
     ImageStore,
     KnownFile,
     PreparedRows,
+    conditions,
     images,
 )
 from imgwatch.walker import check_image_dir
@@ -39,10 +43,15 @@ class NotingStore:
         self.known: set[str] = set()
         self.records: list[ImageRecord] = []
         self.missing: list[str] = []
+        self.forgotten: list[str] = []
+        self.purged: list[str] = []
+        self._names: dict[int, str] = {}
+        self.held: Condition | None = None  # deletions the guard would hold
 
     def file_states(self) -> dict[str, FileState]:
         states = {} if self._no_table else self.store.file_states()
         self.known = set(states)
+        self._names = {row[STATE_ID]: name for name, row in states.items()}
         return states
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
@@ -58,6 +67,23 @@ class NotingStore:
         self.missing.extend(names if names is not None else [str(i) for i in ids])
         return len(ids)
 
+    def forget(self, ids: Sequence[int]) -> int:
+        self.forgotten.extend(self._names[i] for i in ids)
+        return len(ids)
+
+    def purge(self, rows: list[GoneRow]) -> None:
+        self.purged.extend(r.file_name for r in rows)
+
+    def conditions(self) -> list[Condition]:
+        """Read for real (an operator's confirmation of held deletions counts)."""
+        return [] if conditions.name in self.store.missing_tables else self.store.conditions()
+
+    def set_condition(self, condition: Condition) -> None:
+        self.held = condition
+
+    def clear_condition(self, kind: str, owners: Sequence[str]) -> int:
+        return 0
+
 
 @dataclass(slots=True)
 class DryRunPlan:
@@ -69,6 +95,9 @@ class DryRunPlan:
     other: list[tuple[str, str, str]] = field(default_factory=list)  # name, status, reason
     uploads: list[str] | None = None  # None: WordPress is not configured
     missing: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)
+    held: str | None = None  # why the mass-deletion guard would hold the deletions
 
     def render(self) -> str:
         lines = ["dry run: nothing was changed"]
@@ -80,13 +109,19 @@ class DryRunPlan:
         if self.uploads is not None:
             lines += [f"would upload: {n}" for n in self.uploads]
         lines += [f"would mark missing: {n}" for n in self.missing]
+        lines += [f"would forget: {n}" for n in self.forgotten]
+        lines += [f"would purge (row and media item): {n}" for n in self.purged]
+        if self.held is not None:
+            lines.append(f"would hold the deletions: {self.held}")
         uploads = (
             "WordPress not configured" if self.uploads is None else f"{len(self.uploads)} to upload"
         )
+        gone = len(self.missing) + len(self.forgotten) + len(self.purged)
         lines.append(
             f"dry run: {len(self.new)} new, {len(self.changed)} changed, "
             f"{self.summary.unchanged} unchanged, {len(self.rejected)} rejected, "
-            f"{len(self.missing)} missing, {uploads}"
+            f"{gone} missing, {uploads}"
+            + (f", {self.summary.held} deletion(s) held" if self.summary.held else "")
         )
         return "\n".join(lines)
 
@@ -98,8 +133,16 @@ def dry_run_rescan(settings: Settings) -> DryRunPlan:
         store.open(create=False)
         rows = NotingStore(store)
         uploads = settings.wordpress_enabled
-        summary = reconciler(settings, rows, image_dir, uploads=uploads).run()
-        plan = DryRunPlan(summary, store.schema_changes, missing=rows.missing)
+        purge = rows.purge if uploads else None
+        summary = reconciler(settings, rows, image_dir, uploads=uploads, purge=purge).run()
+        plan = DryRunPlan(
+            summary,
+            store.schema_changes,
+            missing=rows.missing,
+            forgotten=rows.forgotten,
+            purged=rows.purged,
+            held=rows.held.message if rows.held is not None else None,
+        )
         recorded = set()
         for record in rows.records:
             recorded.add(record.file_name)
@@ -117,7 +160,8 @@ def dry_run_rescan(settings: Settings) -> DryRunPlan:
             ]
             if rows.images_ready:
                 due = store.due_uploads(include_scheduled=True)
-                settled = recorded | set(rows.missing)  # their upload is decided above
+                # Their upload is decided above.
+                settled = recorded | set(rows.missing + rows.forgotten + rows.purged)
                 plan.uploads += [j.file_name for j in due if j.file_name not in settled]
         return plan
     finally:

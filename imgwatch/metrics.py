@@ -111,6 +111,11 @@ class Metrics:
         )
         self.wordpress_up = _WordPressUp()
         r.register(self.wordpress_up)
+        self.deletions_held = Gauge(
+            "imgwatch_deletions_held",
+            "Rows whose deletion the mass-deletion guard holds (0: none)",
+            registry=r,
+        )
         self.watching = Gauge(
             "imgwatch_watching", "1 while the image directory is watched", registry=r
         )
@@ -121,6 +126,7 @@ class Metrics:
         queue_depth: Callable[[], float],
         database_up: Callable[[], bool],
         watching: Callable[[], bool],
+        deletions_held: Callable[[], float],
         wordpress_paused: Callable[[], str | None] | None,
     ) -> None:
         """Gauges read at scrape time from the daemon's own state. wordpress_paused
@@ -128,6 +134,7 @@ class Metrics:
         self.queue_depth.set_function(queue_depth)
         self.database_up.set_function(lambda: float(database_up()))
         self.watching.set_function(lambda: float(watching()))
+        self.deletions_held.set_function(deletions_held)
         if wordpress_paused is not None:
             self.wordpress_up.paused = wordpress_paused
         else:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from imgwatch.deletions import DeleteGuard, Deletions, GoneRow
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor, row_name, stand_in_name, unstorable_reason
 from imgwatch.store import (
@@ -35,6 +36,7 @@ from imgwatch.store import (
     STATE_MTIME,
     STATE_SIDECAR,
     STATE_SIZE,
+    Condition,
     FileState,
     ImageRecord,
     KnownFile,
@@ -58,9 +60,14 @@ class ScanSummary:
     busy: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
-    refused_missing: int = 0  # rows not marked missing because the directory was empty
+    held: int = 0  # rows whose deletion the mass-deletion guard holds (deletions.py)
     read: int = 0  # files read (new, changed, rejected ...), and their bytes
     read_bytes: int = 0
+
+    @property
+    def changes(self) -> int:
+        """Rows this reconcile wrote or settled."""
+        return self.new + self.changed + self.rejected + self.missing + self.failed
 
     def line(self) -> str:
         return (
@@ -68,6 +75,7 @@ class ScanSummary:
             f"{self.rejected} rejected, {self.missing} missing, {self.failed} failed, "
             f"{self.busy} still being written, in {self.elapsed:.2f}s"
             + (" (interrupted)" if self.interrupted else "")
+            + (f"; {self.held} deletion(s) held" if self.held else "")
         )
 
 
@@ -136,6 +144,14 @@ class Rows(Protocol):
 
     def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int: ...
 
+    def forget(self, ids: Sequence[int]) -> int: ...
+
+    def conditions(self) -> list[Condition]: ...
+
+    def set_condition(self, condition: Condition) -> None: ...
+
+    def clear_condition(self, kind: str, owners: Sequence[str]) -> int: ...
+
 
 class Claims(Protocol):
     """Who is reading which file, shared with the daemon's file workers.
@@ -166,8 +182,13 @@ class Reconciler:
         claims: Claims | None = None,
         readers: Readers | None = None,
         progress: Progress | None = None,
+        deletions: Deletions | None = None,
     ) -> None:
         self.store = store
+        # What becomes of rows whose file is gone (default: marked missing, guarded).
+        self.deletions = deletions or Deletions(
+            store, policy="missing", guard=DeleteGuard(), where=str(image_dir)
+        )
         self.image_dir = image_dir
         self.accept = accept
         self.processor = processor
@@ -191,6 +212,7 @@ class Reconciler:
         # Rows not (yet) seen on disk: each file's row is taken out as the walk finds
         # it, so what is left at the end is what is gone.
         unseen = self.store.file_states()
+        live = sum(1 for row in unseen.values() if row[STATE] != GONE)
         progress = self.progress
         seen = 0
         todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
@@ -230,7 +252,7 @@ class Reconciler:
                 self._writer.shutdown()
                 self._writer = None
         if not summary.interrupted:
-            self._mark_gone(root, unseen, seen, state, summary)
+            self._settle_gone(root, unseen, live, seen, state, summary)
         summary.elapsed = time.monotonic() - started
         return summary
 
@@ -337,16 +359,19 @@ class Reconciler:
         held.append(file_name)
         return True
 
-    def _mark_gone(
+    def _settle_gone(
         self,
         root: Path,
         unseen: dict[str, FileState],
+        live: int,
         seen: int,
         state: WalkState,
         summary: ScanSummary,
     ) -> None:
+        """Rows whose file the walk did not find: missing, forgotten or purged, unless
+        the mass-deletion guard holds them all (deletions.py)."""
         gone = [
-            (row[STATE_ID], name)
+            GoneRow(row[STATE_ID], name)
             for name, row in unseen.items()
             if row[STATE] != GONE
             and not _under_any(name, state.unreadable_dirs)
@@ -354,22 +379,12 @@ class Reconciler:
             # (the daemon records it) is not gone.
             and not os.path.lexists(os.path.join(root, name))
         ]
-        if gone and not seen:
-            # Nothing at all on disk but rows that say otherwise: far more often an
-            # unmounted share or a mount that is not there yet than a deliberate
-            # deletion of everything. Marking (or purging) every row would be wrong.
-            log.error(
-                "image directory %s is empty but %d row(s) say files were there: not "
-                "marking them missing (not mounted?)",
-                root,
-                len(gone),
-            )
-            summary.refused_missing = len(gone)
-            return
-        if gone:
-            ids, names = [g[0] for g in gone], [g[1] for g in gone]
-            summary.missing = self.store.mark_missing(ids, names=names)
-            log.info("%d file(s) gone from disk, marked missing", summary.missing)
+        # Nothing at all on disk but rows that say otherwise: far more often an
+        # unmounted share, or a mount that is not there yet, than a deliberate
+        # deletion of everything.
+        summary.missing, summary.held = self.deletions.settle(
+            gone, live, whole_tree=True, empty_tree=bool(gone) and not seen
+        )
 
     @staticmethod
     def _count(summary: ScanSummary, record: ImageRecord, *, is_new: bool) -> None:

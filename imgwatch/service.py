@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgwatch.admin import record_scan
 from imgwatch.config import Settings
+from imgwatch.deletions import DeleteGuard, Deletions, GoneRow, GoneRows, HoldState
 from imgwatch.errors import SiteCondition
 from imgwatch.filters import ImageNameFilter
 from imgwatch.pause import UploadPause
@@ -37,8 +39,8 @@ class RescanResult:
 
     @property
     def incomplete(self) -> bool:
-        """Something is left for the daemon or the next run: exit 1."""
-        return bool(self.failed or self.stopped_by)
+        """Something is left for the daemon or the next run, or an operator: exit 1."""
+        return bool(self.failed or self.stopped_by or self.scan.held)
 
     def line(self) -> str:
         text = self.scan.line()
@@ -118,9 +120,12 @@ def reconciler(
     readers: Readers | None = None,
     progress: Progress | None = None,
     claims: Claims | None = None,
+    purge: Callable[[list[GoneRow]], None] | None = None,
+    hold: HoldState | None = None,
 ) -> Reconciler:
     """A reconcile of image_dir as the settings say: one-shot (--rescan, dry runs),
-    or the daemon's, which claims each file from its workers."""
+    or the daemon's, which claims each file from its workers. Rows whose file is
+    gone go as IMGWATCH_ON_DELETE says (purged ones to `purge`), behind the guard."""
     return Reconciler(
         store=store,
         image_dir=image_dir,
@@ -131,6 +136,26 @@ def reconciler(
         claims=claims,
         readers=readers,
         progress=progress,
+        deletions=deletions(settings, store, image_dir, purge=purge, hold=hold),
+    )
+
+
+def deletions(
+    settings: Settings,
+    store: GoneRows,
+    image_dir: Path,
+    *,
+    purge: Callable[[list[GoneRow]], None] | None = None,
+    hold: HoldState | None = None,
+) -> Deletions:
+    """What becomes of rows whose file is gone, as the settings say."""
+    return Deletions(
+        store,
+        policy=settings.on_delete,
+        guard=DeleteGuard(settings.delete_guard_share, settings.delete_guard_min),
+        where=str(image_dir),
+        hold=hold,
+        purge=purge,
     )
 
 
@@ -148,6 +173,7 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
         up = uploader(settings, client, store) if client else None
         if client and up:
             preflight(client, up.pause)
+        purges: list[GoneRow] = []  # IMGWATCH_ON_DELETE=purge: after the uploads
         summary = reconciler(
             settings,
             store,
@@ -155,6 +181,7 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
             uploads=client is not None,
             readers=readers,
             progress=progress,
+            purge=purges.extend if up is not None else None,
         ).run()
         record_scan(store, "rescan", summary)
         if up is None:
@@ -166,6 +193,11 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
             tally.merge(words)
             if words.gone:  # media items deleted in WordPress: their files go up again
                 tally.merge(up.upload_all(store.due_uploads()))
+        # After the uploads: a file moved away and in again is linked to its media
+        # item before its old row's purge would delete it.
+        for row in purges:
+            if up.purge(row) == "waiting":
+                break  # the rest stay: the next run finds their files gone again
         stopped = up.pause.condition
         if stopped is not None:
             log.error(

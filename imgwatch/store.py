@@ -821,6 +821,12 @@ class ImageStore:
         with self.guard("checking media use"), self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
+    def count_live(self) -> int:
+        """Rows whose file was there when last seen (not missing)."""
+        query = select(func.count()).select_from(images).where(images.c.status != MISSING)
+        with self.guard("counting rows"), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def count_rows(self) -> int:
         with self.guard("counting rows"), self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(images)).scalar_one())

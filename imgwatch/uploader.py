@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from imgwatch.deletions import GoneRow
 from imgwatch.errors import PermanentError, SiteCondition, TransientError, UploadError
 from imgwatch.pause import UploadPause
 from imgwatch.store import UPLOADS_PAUSED, ImageStore, TextUpdate, UploadJob, utcnow
@@ -440,10 +441,57 @@ class Uploader:
         old = job.wp_media_id
         if not self.delete_replaced or old is None or old == media.id:
             return
-        if self.store.media_in_use(old, except_id=job.id):
-            return
         try:
-            if self.client.delete(old):
-                log.info("deleted replaced media %d of %r", old, job.file_name)
+            self._delete_unless_shared(old, job.id, job.file_name, "replaced media")
         except UploadError as exc:
             log.warning("could not delete replaced media %d of %r: %s", old, job.file_name, exc)
+
+    # --- purging --------------------------------------------------------------------
+
+    def purge(self, gone: GoneRow) -> str:
+        """A file deleted with IMGWATCH_ON_DELETE=purge: its media item goes (unless
+        another row shares it), then its row. Returns purged|kept (the file is back)|
+        waiting (the site is in trouble: the row stays, and the next reconcile finds
+        it gone again)."""
+        if self.pause.condition is not None:
+            return "waiting"
+        row = self.store.lookup(gone.file_name)
+        if row is None or row.id != gone.id:
+            return "purged"  # already
+        if os.path.lexists(self.image_dir / gone.file_name):
+            return "kept"
+        media = row.wp_media_id
+        if media is not None:
+            try:
+                self._retrying(
+                    lambda: self._delete_unless_shared(media, gone.id, gone.file_name, "media"),
+                    gone.file_name,
+                )
+            except SiteCondition as cond:
+                self.pause.report(cond)
+                return "waiting"
+            except TransientError as exc:
+                if self._site_at_fault(gone.id, lambda: None):
+                    return "waiting"
+                log.warning(
+                    "could not delete media of %r, tried again later: %s", gone.file_name, exc
+                )
+                return "waiting"
+            except PermanentError as exc:
+                log.warning(
+                    "could not delete media %d of %r, it stays in WordPress: %s",
+                    media,
+                    gone.file_name,
+                    exc,
+                )
+        self.store.forget([gone.id])
+        log.info("forgot %r: deleted or moved away, row removed", gone.file_name)
+        return "purged"
+
+    def _delete_unless_shared(self, media_id: int, row_id: int, file_name: str, what: str) -> None:
+        """Delete a media item no other row uses (identical content under two names
+        shares one)."""
+        if self.store.media_in_use(media_id, except_id=row_id):
+            log.info("kept %s %d of %r: another file shares it", what, media_id, file_name)
+        elif self.client.delete(media_id):
+            log.info("deleted %s %d of %r from WordPress", what, media_id, file_name)

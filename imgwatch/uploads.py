@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from imgwatch.deletions import GoneRow
 from imgwatch.errors import DatabaseUnavailable
 from imgwatch.store import UPLOADS_PAUSED, Condition, ImageStore, TextUpdate, UploadJob, utcnow
 from imgwatch.uploader import Uploader
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 # a sweep of the whole table is cheaper than the list.
 TEXT_NAMES_MAX = 10_000
 TEXT_PAGE = 100  # text updates read per query
+_PURGING = ("purge", 0)  # the in-flight key of the one purge task at a time
 
 
 class UploadDispatcher:
@@ -51,6 +53,10 @@ class UploadDispatcher:
         # Words to bring to WordPress: of these rows, or (sweep) of any row; a sweep
         # goes through the table in pages, from the id after the last one.
         self._text_names: set[str] = set()
+        # Rows of files deleted with IMGWATCH_ON_DELETE=purge, settled one at a time
+        # (two rows sharing a media item must not both keep it for the other).
+        # By row id: a reconcile while the site is paused hands the same rows again.
+        self._purges: dict[int, GoneRow] = {}
         self._text_sweep = False
         self._text_after = 0
         # The pause as last written to the database, and when.
@@ -98,6 +104,12 @@ class UploadDispatcher:
                 self._text_names.clear()
                 self._sweep_locked()
         self.new_rows()
+
+    def purge(self, rows: list[GoneRow]) -> None:
+        """Files deleted with IMGWATCH_ON_DELETE=purge: their media items, then rows."""
+        with self._lock:
+            self._purges.update((row.id, row) for row in rows)
+        self.wake.set()
 
     def sweep_text(self) -> None:
         """After a reconcile (or a restart): any row's words may differ from its media
@@ -193,6 +205,10 @@ class UploadDispatcher:
                 key = ("upload" if isinstance(work, UploadJob) else "text", work.id)
                 if key not in self._in_flight and not self._stopping.is_set():
                     self._in_flight[key] = self._pool.submit(self._run_one, key, work)
+            if self._purges and _PURGING not in self._in_flight:
+                batch = list(self._purges.values())
+                self._purges.clear()
+                self._in_flight[_PURGING] = self._pool.submit(self._purge_all, batch)
         if not self._backlog and (self._text_names or self._text_sweep):
             self.wake.set()  # more words to look at: the next page, once there is room
 
@@ -214,6 +230,25 @@ class UploadDispatcher:
             else:
                 self._text_sweep = False
         return page
+
+    def _purge_all(self, rows: list[GoneRow]) -> None:
+        done = 0
+        try:
+            for row in rows:
+                if self.uploader.purge(row) == "waiting":
+                    break  # the site is in trouble: the rest wait for it
+                done += 1
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
+        except Exception:
+            log.exception("internal error purging; the next reconcile finds the rest")
+            done = len(rows)
+        finally:
+            with self._lock:
+                left = {row.id: row for row in rows[done:]}
+                self._purges = {**left, **self._purges}
+                self._in_flight.pop(_PURGING, None)
+            self.wake.set()
 
     def _run_one(self, key: tuple[str, int], work: UploadJob | TextUpdate) -> None:
         try:

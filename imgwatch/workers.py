@@ -19,10 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from imgwatch.errors import DatabaseUnavailable, UploadError
+from imgwatch.deletions import Deletions, GoneRow
+from imgwatch.errors import DatabaseUnavailable
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.scanner import examine
 from imgwatch.store import (
@@ -33,24 +35,31 @@ from imgwatch.store import (
     ImageRecord,
     ImageStore,
     KnownFile,
+    chunks,
 )
 from imgwatch.walker import find_one
-from imgwatch.wordpress import MediaClient
 
 log = logging.getLogger(__name__)
 
 LOOKUP_BATCH = 64  # settled paths whose rows one query looks up
+LOOKUP_CHUNK = 500  # names per query when many are looked up at once
 
 T = TypeVar("T")
 
 
-def take_batch(inbox: queue.Queue[T | None], limit: int) -> tuple[list[T], bool]:
-    """Wait for one item, then take what else is waiting, up to `limit` in all.
+def take_batch(
+    inbox: queue.Queue[T | None], limit: int, timeout: float | None = None
+) -> tuple[list[T], bool]:
+    """Wait for one item (at most `timeout` seconds, then take none), then take what
+    else is waiting, up to `limit` in all.
 
     The flag says the stop marker (None) was taken: nothing after it is taken, and
     what came before it is still to be done.
     """
-    first = inbox.get()
+    try:
+        first = inbox.get(timeout=timeout)
+    except queue.Empty:
+        return [], False
     if first is None:
         return [], True
     items = [first]
@@ -325,7 +334,15 @@ class FileWorkers:
 
 
 class Writer:
-    """Applies ops in order on one thread; consecutive upserts share a transaction."""
+    """Applies ops in order on one thread; consecutive upserts share a transaction.
+
+    Deletes are gathered into a run and settled once no delete came for RUN_QUIET
+    seconds (or the run is RUN_MAX old): a run is judged as a whole by the
+    mass-deletion guard (deletions.py). A file back meanwhile (an editor's save, a
+    sync tool refilling the folder) is not deleted at all."""
+
+    RUN_QUIET = 2.0
+    RUN_MAX = 30.0
 
     def __init__(
         self,
@@ -334,8 +351,7 @@ class Writer:
         store: ImageStore,
         stats: Stats,
         batch_size: int,
-        on_delete: str,
-        client: MediaClient | None,
+        deletions: Deletions,
         on_rows: Callable[[list[ImageRecord]], None],
         release: Callable[[Iterable[str]], None] = lambda _names: None,
         outage: Outage | None = None,
@@ -347,12 +363,16 @@ class Writer:
         self.store = store
         self.stats = stats
         self.batch_size = batch_size
-        self.on_delete = on_delete
-        self.client = client
+        self.deletions = deletions
         self.on_rows = on_rows
         self.ops: queue.Queue[Op | None] = queue.Queue(maxsize=max(100, batch_size * 2))
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._stopping = threading.Event()
+        # The run of deletes being gathered: names (with their row when known) and
+        # directories, when it began and when its last delete came.
+        self._gone: dict[str, KnownFile | None] = {}
+        self._gone_dirs: set[str] = set()
+        self._run_began = self._run_last = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -364,7 +384,7 @@ class Writer:
         self.ops.put(op)
 
     def pending(self) -> int:
-        return self.ops.qsize()
+        return self.ops.qsize() + len(self._gone) + len(self._gone_dirs)
 
     def stop(self, deadline: float) -> bool:
         self.ops.put(None)
@@ -376,16 +396,26 @@ class Writer:
     def _run(self) -> None:
         done = False
         while not done:
-            taken: tuple[list[Op], bool] = take_batch(self.ops, self.batch_size)
+            taken: tuple[list[Op], bool] = take_batch(self.ops, self.batch_size, self._run_due_in())
             batch, done = taken
             if batch:
-                self._apply_with_retry(batch)
+                self._with_retry(partial(self._apply, batch), batch)
+            if (self._gone or self._gone_dirs) and (done or self._run_due_in() == 0.0):
+                self._with_retry(self._settle_run, [])
 
-    def _apply_with_retry(self, batch: list[Op]) -> None:
+    def _run_due_in(self) -> float | None:
+        """Seconds until the run of deletes is to be settled; None without one."""
+        if not (self._gone or self._gone_dirs):
+            return None
+        now = time.monotonic()
+        due = min(self._run_last + self.RUN_QUIET, self._run_began + self.RUN_MAX)
+        return max(0.0, due - now)
+
+    def _with_retry(self, action: Callable[[], None], batch: list[Op]) -> None:
         pause = 1.0
         while True:
             try:
-                self._apply(batch)
+                action()
                 self.outage.ok()
                 return
             except DatabaseUnavailable as exc:
@@ -393,9 +423,10 @@ class Writer:
                     log.error(
                         "%s; %d change(s) not written, the next start reconciles them",
                         exc,
-                        len(batch),
+                        len(batch) + len(self._gone) + len(self._gone_dirs),
                     )
                     self._release_batch(batch)
+                    self._forget_run()
                     return
                 self.outage.failed(exc)
                 self._stopping.wait(pause)
@@ -406,6 +437,8 @@ class Writer:
                     len(batch),
                 )
                 self._release_batch(batch)
+                if not batch:
+                    self._forget_run()
                 return
 
     def _release_batch(self, batch: list[Op]) -> None:
@@ -423,10 +456,9 @@ class Writer:
             elif isinstance(op, RenameDir):
                 self._rename_dir(op)
             elif isinstance(op, Gone):
-                self._gone(op.file_name)
+                self._note_gone(op.file_name)
             else:
-                for name, row in self.store.rows_under(op.prefix):
-                    self._gone(name, row)
+                self._note_gone_dir(op.prefix)
         self._flush(records)
 
     def _flush(self, ops: list[Upsert]) -> None:
@@ -446,47 +478,55 @@ class Writer:
         if unstorable_reason(op.new) is None and self.store.rename(row_name(op.old), op.new):
             log.info("moved %r -> %r", op.old, op.new)
         else:
-            self._gone(op.old)  # no row to move, or the new name has its own row
+            self._note_gone(op.old)  # no row to move, or the new name has its own row
 
     def _rename_dir(self, op: RenameDir) -> None:
         if unstorable_reason(op.old_prefix) or unstorable_reason(op.new_prefix):
-            for name, row in self.store.rows_under(row_name(op.old_prefix)):
-                self._gone(name, row)
+            self._note_gone_dir(row_name(op.old_prefix))
             return
         moved, stuck = self.store.rename_prefix(op.old_prefix, op.new_prefix)
         if moved:
             old, new = op.old_prefix.rstrip("/"), op.new_prefix.rstrip("/")
             log.info("moved directory %r -> %r (%d file(s))", old, new, moved)
         for name in stuck:
-            self._gone(name)
+            self._note_gone(name)
 
-    def _gone(self, key: str, row: KnownFile | None = None) -> None:
-        """key's file is gone; row, when the caller just read it, saves a lookup."""
-        if os.path.lexists(os.path.join(self.root, key)):
-            return  # back already (a save that replaces the file); its own event follows
-        file_name = row_name(key)
-        if row is None:
-            row = self.store.lookup(file_name)
-        if row is None or (row.status == MISSING and self.on_delete == "missing"):
-            return
-        if self.on_delete == "missing":
-            self.store.mark_missing([row.id], names=[file_name])
-            log.info("missing %r: deleted or moved away, row kept", file_name)
-        else:
-            self.store.forget([row.id])
-            log.info("forgot %r: deleted or moved away, row removed", file_name)
-            if self.on_delete == "purge":
-                self._purge_media(file_name, row.id, row.wp_media_id)
-        self.stats.add("missing")
+    def _note_gone(self, key: str) -> None:
+        self._gone.setdefault(key, None)
+        self._noted()
 
-    def _purge_media(self, file_name: str, row_id: int, media_id: int | None) -> None:
-        if self.client is None or media_id is None:
-            return
-        if self.store.media_in_use(media_id, except_id=row_id):
-            log.info("kept media %d of %r: another file shares it", media_id, file_name)
-            return
-        try:
-            if self.client.delete(media_id):
-                log.info("deleted media %d of %r from WordPress", media_id, file_name)
-        except UploadError as exc:
-            log.warning("could not delete media %d of %r: %s", media_id, file_name, exc)
+    def _note_gone_dir(self, prefix: str) -> None:
+        self._gone_dirs.add(prefix)
+        self._noted()
+
+    def _noted(self) -> None:
+        now = time.monotonic()
+        if len(self._gone) + len(self._gone_dirs) == 1:
+            self._run_began = now
+        self._run_last = now
+
+    def _forget_run(self) -> None:
+        self._gone.clear()
+        self._gone_dirs.clear()
+
+    def _settle_run(self) -> None:
+        """The run of deletes is over: its rows whose file is still gone, judged as a
+        whole (held, or settled as IMGWATCH_ON_DELETE says)."""
+        rows: dict[str, KnownFile] = {}
+        names = [row_name(key) for key in self._gone]
+        for chunk in chunks(names, LOOKUP_CHUNK):
+            rows.update(self.store.lookup_many(chunk))
+        for prefix in self._gone_dirs:
+            rows.update(self.store.rows_under(prefix))
+        keep_missing = self.deletions.policy == "missing"
+        gone = [
+            GoneRow(row.id, name)
+            for name, row in rows.items()
+            # back already (a save that replaces the file): its own event follows
+            if not os.path.lexists(os.path.join(self.root, name))
+            and not (keep_missing and row.status == MISSING)
+        ]
+        if gone:
+            settled, _held = self.deletions.settle(gone, self.store.count_live(), whole_tree=False)
+            self.stats.add("missing", settled)
+        self._forget_run()

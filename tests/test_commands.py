@@ -399,3 +399,44 @@ def test_check_compares_the_tree_with_the_inotify_limit(
         not os.path.exists(tmp_path / "x.db")
         or tables(URL.create("sqlite", database=str(tmp_path / "x.db"))) == set()
     )
+
+
+@pytest.mark.parametrize("on_delete", ["missing", "forget", "purge"])
+def test_dry_run_and_check_say_what_the_deletion_guard_would_do(
+    image_dir: Path, tmp_path: Path, on_delete: str
+) -> None:
+    db_url = URL.create("sqlite", database=str(tmp_path / "guard.db"))  # the verbs vary, not SQL
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_image(image_dir / name)
+    imgwatch("--rescan", image_dir=image_dir, db=db_url)
+    (image_dir / "a.jpg").unlink()
+    env = {"IMGWATCH_ON_DELETE": on_delete, "IMGWATCH_DELETE_GUARD_MIN": "2"}
+    plan = imgwatch("--rescan", "--dry-run", image_dir=image_dir, db=db_url, **env).stdout
+    verb = {"missing": "mark missing", "forget": "forget", "purge": "forget"}[on_delete]
+    assert f"would {verb}: a.jpg" in plan  # 1 of 3: fewer than the guard's 2
+    check = imgwatch("check", image_dir=image_dir, db=db_url, **env).stdout
+    assert (
+        "leave 2 unchanged, "
+        + ("mark 1 row(s) missing" if on_delete == "missing" else f"{on_delete} 1 row(s)")
+        in check
+    )
+    (image_dir / "b.jpg").unlink()  # 2 of 3 at once: held
+    plan = imgwatch("--rescan", "--dry-run", image_dir=image_dir, db=db_url, **env).stdout
+    assert "would hold the deletions: 2 of 3 row(s) would be" in plan
+    assert plan.splitlines()[-1].endswith(", 2 deletion(s) held")
+    assert "would mark missing" not in plan and "would forget" not in plan
+    check = imgwatch("check", image_dir=image_dir, db=db_url, **env).stdout
+    assert "hold the deletion of 2 row(s) (the mass-deletion guard)" in check
+    # Nothing held for real by looking; the real rescan holds, and exits 1.
+    status = json.loads(imgwatch("status", "--json", image_dir=image_dir, db=db_url).stdout)
+    assert status["deletions_held"] is None
+    real = imgwatch("--rescan", image_dir=image_dir, db=db_url, **env)
+    assert real.returncode == 1 and "; 2 deletion(s) held" in real.stdout
+    status = json.loads(imgwatch("status", "--json", image_dir=image_dir, db=db_url).stdout)
+    assert status["deletions_held"]["rows"] == 2
+    confirmed = imgwatch("retry", "--confirm-deletes", image_dir=image_dir, db=db_url)
+    assert "2 held deletion(s) confirmed" in confirmed.stdout
+    applied = imgwatch("--rescan", image_dir=image_dir, db=db_url, **env)
+    assert applied.returncode == 0 and "2 missing" in applied.stdout
+    again = imgwatch("retry", "--confirm-deletes", image_dir=image_dir, db=db_url)
+    assert again.stdout == "retry: no deletions are held\n"

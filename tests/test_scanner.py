@@ -352,7 +352,7 @@ def test_an_empty_image_directory_marks_nothing_missing(
     for name in ("a.jpg", "b/c.jpg"):
         (image_dir / name).unlink()
     summary = reconcile(store, image_dir)
-    assert (summary.missing, summary.refused_missing) == (0, 2)
+    assert (summary.missing, summary.held) == (0, 2)
     assert {r["status"] for r in store.all_rows()} == {DONE}
     assert "is empty but 2 row(s) say files were there" in caplog.text
     # One file back (remounted, or only some were deleted): the rest go missing.
