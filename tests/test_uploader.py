@@ -509,3 +509,27 @@ def test_shared_media_is_not_deleted_when_one_name_changes(
     assert got["two.jpg"]["wp_media_id"] == shared
     item, _ = live_wordpress.api(f"/wp/v2/media/{shared}", context="edit")
     assert item["id"] == shared  # still there: two.jpg uses it
+
+
+def test_a_site_condition_stops_a_rescan_with_one_line(
+    live_wordpress: WordPress, db: URL, image_dir: Path
+) -> None:
+    from tests.faultproxy import FaultProxy
+
+    for i in range(5):
+        write_image(image_dir / f"f{i}.jpg")
+    proxy = FaultProxy(live_wordpress.url)
+    proxy.mode = "html403"
+    try:
+        result = rescan(
+            image_dir, db, live_wordpress, IMGWATCH_WP_API_URL=proxy.url + "/wp-json/wp/v2/media"
+        )
+    finally:
+        proxy.close()
+    assert result.returncode == 1
+    line = "uploads stopped: WordPress answers 403 with an HTML page: a security plugin"
+    assert result.stderr.count(line) == 1
+    assert "5 waiting (uploads stopped: WordPress answers 403" in result.stdout
+    assert {r["status"] for r in rows(db).values()} == {PENDING}
+    up = rescan(image_dir, db, live_wordpress)  # the site healthy: the next run does it
+    assert up.returncode == 0 and "5 uploaded" in up.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -199,3 +200,45 @@ def test_a_second_sigterm_cuts_a_shutdown_short(
     # What was left is in the row: the next start resolves it by the slug lookup.
     row = wait_rows(db, lambda r: "held.jpg" in r)["held.jpg"]
     assert row["status"] == "uploading"
+
+
+def test_a_file_too_big_for_the_web_server_fails_alone_and_is_not_resent(
+    tmp_path: Path,
+    image_dir: Path,
+    mariadb: MariaDB,
+    live_wordpress: WordPress,
+    proxy: FaultProxy,
+) -> None:
+    db = mariadb.create_database()
+    proxy.body_limit = 20_000  # nginx's client_max_body_size, as it were
+    settings = {**wp_settings(live_wordpress), "wp_api_url": proxy.url + "/wp-json/wp/v2/media"}
+    with start(tmp_path, image_dir, db, **settings) as daemon:
+        big = write_image(image_dir / "big.jpg", 300, 300)
+        assert big.stat().st_size > proxy.body_limit
+        small = {f"small{i}.jpg" for i in range(3)}
+        for name in sorted(small):
+            write_image(image_dir / name)
+        rows = wait_rows(
+            db,
+            lambda r: (
+                r.get("big.jpg", {}).get("status") == FAILED
+                and small <= {n for n, x in r.items() if x["status"] == DONE}
+            ),
+        )
+        size = big.stat().st_size / 2**20
+        assert rows["big.jpg"]["last_error"] == (
+            f"the web server in front of WordPress refused a file of {size:.1f} MB (413 "
+            "Request Entity Too Large): raise its request-body limit (nginx "
+            "client_max_body_size; PHP upload_max_filesize and post_max_size)"
+        )
+        assert rows["big.jpg"]["next_attempt_at"] is None  # until the file changes
+        # Not sent again and again: not by time, not by SIGHUP's "retry failed now".
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log(r"SIGHUP reconcile: ")
+        time.sleep(2)  # room for a resend that must not come
+        posts = [
+            p for m, p, _ in proxy.seen if m == "POST" and p.startswith("/wp-json/wp/v2/media?")
+        ]
+        assert len(posts) == len(small) + 1
+        assert daemon.log_count("uploads paused") == 0  # the site was never the trouble
+        assert daemon.stop() == 0
