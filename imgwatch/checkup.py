@@ -17,6 +17,7 @@ from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import row_name
 from imgwatch.service import media_client
 from imgwatch.store import (
+    DELETIONS_HELD,
     GONE,
     SETTLED,
     STATE,
@@ -109,18 +110,31 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     uploads = ""
     if settings.wordpress_enabled and rows_seen.images_ready:
         uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
-    guard = DeleteGuard(settings.delete_guard_share, settings.delete_guard_min)
-    if gone and (guard.holds(gone, live) or not (new + changed + unchanged)):
-        deletes = f"hold the deletion of {gone} row(s) (the mass-deletion guard)"
-    else:
-        deletes = f"mark {gone} row(s) missing"
-        if settings.on_delete != "missing":
-            deletes = f"{'forget' if settings.on_delete == 'forget' else 'purge'} {gone} row(s)"
+    deletes = _deletes(settings, rows_seen, gone, live, empty=not (new + changed + unchanged))
     say(
         "startup reconcile",
         f"would read {new} new and {changed} changed file(s), leave {unchanged} unchanged, "
         f"{deletes}{uploads}",
     )
+
+
+def _deletes(settings: Settings, rows: NotingStore, gone: int, live: int, *, empty: bool) -> str:
+    """What the startup reconcile would do with the rows whose file is gone: the
+    mass-deletion guard's own rule, an operator's confirmation counted."""
+    if not gone:
+        return "mark 0 row(s) missing"
+    held = next((c for c in rows.conditions() if c.kind == DELETIONS_HELD), None)
+    confirmed = held is not None and held.confirmed_at is not None and gone <= (held.rows or 0)
+    guard = DeleteGuard(settings.delete_guard_share, settings.delete_guard_min)
+    if guard.holds(gone, live, empty=empty) and not confirmed:
+        return f"hold the deletion of {gone} row(s) (the mass-deletion guard)"
+    policy = settings.on_delete
+    if policy == "purge" and not settings.wordpress_enabled:
+        policy = "forget"  # no media item to delete
+    verb = {"missing": "mark {} row(s) missing", "forget": "forget {} row(s)"}.get(
+        policy, "purge {} row(s) and their media items"
+    )
+    return verb.format(gone) + (" (confirmed)" if confirmed else "")
 
 
 def _check_watch(settings: Settings, root: Path, directories: int) -> None:

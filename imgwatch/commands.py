@@ -90,7 +90,9 @@ def confirm_held_deletions(store: ImageStore) -> None:
     if not rows:
         print("retry: no deletions are held", flush=True)
         return
-    store.confirm_held_deletions()
+    if not store.confirm_held_deletions():
+        print(f"retry: the {rows} held deletion(s) were confirmed already", flush=True)
+        return
     print(
         f"retry: {rows} held deletion(s) confirmed: the running daemon applies them within "
         "a minute, or the next --rescan does",

@@ -159,8 +159,8 @@ class Settings(BaseSettings):
     delete_guard_min: int = Field(
         default=100,
         ge=1,
-        description="fewer deleted rows than this at once are never held (but an image "
-        "directory with no files at all always is)",
+        description="fewer deleted rows than this at once are never held (unless they "
+        "leave the image directory with no files at all)",
     )
     # 4 on any machine: reading files waits on the disk more than on the CPU (the
     # burst benchmark on 2 cores: about 1,500 files/s with 2, about 1,950 with 4).

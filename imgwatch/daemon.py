@@ -103,9 +103,13 @@ class Daemon:
             stats=self.stats,
             batch_size=settings.batch_size,
             deletions=deletions(settings, self.store, self.root, purge=self._purge, hold=self.hold),
+            accept=self.accept,
             on_rows=self._rows_written,
             release=self.release,
             outage=self.outage,
+            # Longer than the debouncer's quiet period: the deletes a poller sees once
+            # per interval are one run.
+            run_quiet=max(2.0, 2 * quiet),
         )
         self.files = FileWorkers(
             root=self.root,
@@ -120,6 +124,7 @@ class Daemon:
         self.uploads: UploadDispatcher | None = None
         self._reconcile_wanted = threading.Event()
         self._hold_recheck_at = 0.0
+        self._confirmation_seen: dt.datetime | None = None
         self._reconcile_reason = ""
         self._reconcile_thread = threading.Thread(
             target=self._reconcile_loop, name="reconcile", daemon=True
@@ -595,10 +600,15 @@ class Daemon:
         try:
             # Asked of the database whether or not this daemon holds any: a --rescan
             # may have held them.
-            if any(
-                c.kind == DELETIONS_HELD and c.confirmed_at is not None
+            confirmed = [
+                c.confirmed_at
                 for c in self.store.conditions()
-            ):
+                if c.kind == DELETIONS_HELD and c.confirmed_at is not None
+            ]
+            # Once per confirmation: one the reconcile could not apply (more files
+            # gone since) is asked for again, with a new time.
+            if confirmed and confirmed[0] != self._confirmation_seen:
+                self._confirmation_seen = confirmed[0]
                 return "confirmed deletes"
             if self.hold.current is not None and time.monotonic() >= self._hold_recheck_at:
                 return "held deletes"
@@ -617,7 +627,9 @@ class Daemon:
             self.stopping.wait(5.0)
             return None
         except ConfigError as exc:
-            log.error("%s reconcile failed: %s", reason, exc)
+            # A look at held deletions every minute repeats what the watch says.
+            level = logging.DEBUG if reason == "held deletes" else logging.ERROR
+            log.log(level, "%s reconcile failed: %s", reason, exc)
             self.stopping.wait(5.0)
             return None
         except Exception:
@@ -643,7 +655,7 @@ class Daemon:
         self.stats.add("recorded", summary.new + summary.changed)
         self.stats.add("rejected", summary.rejected)
         self.stats.add("missing", summary.missing)
-        if self.uploads is not None:
+        if self.uploads is not None and not quiet:
             self.uploads.new_rows()
             self.uploads.sweep_text()
         return summary

@@ -48,7 +48,7 @@ class GoneRows(Protocol):
 
     def conditions(self) -> list[Condition]: ...
 
-    def set_condition(self, condition: Condition) -> None: ...
+    def set_condition(self, condition: Condition, *, keep_confirmation: bool = True) -> None: ...
 
     def clear_condition(self, kind: str, owners: Sequence[str]) -> int: ...
 
@@ -58,9 +58,13 @@ class DeleteGuard:
     share: float = 0.5
     minimum: int = 100
 
-    def holds(self, gone: int, live: int) -> bool:
-        """Too many at once: more than `share` of the live rows, and at least `minimum`."""
-        return gone >= self.minimum and gone > self.share * live
+    def holds(self, gone: int, live: int, *, empty: bool = False) -> bool:
+        """Too many at once: more than `share` of the live rows, and at least
+        `minimum`; or all of them, the image directory left empty. A share of 1 turns
+        the guard off (for a folder that is emptied on purpose, an inbox)."""
+        if self.share >= 1:
+            return False
+        return empty or (gone >= self.minimum and gone > self.share * live)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +76,12 @@ class Hold:
 
 class HoldState:
     """The hold as this process knows it, for STATUS=, metrics and the health check,
-    and for the daemon's writer: while a hold lasts, every delete waits with it."""
+    and for the daemon's writer: while a hold lasts, every delete waits with it. Its
+    lock is held while deletions are settled: the writer and the reconcile settle
+    from two threads."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
         self._hold: Hold | None = None
 
     @property
@@ -83,8 +89,7 @@ class HoldState:
         return self._hold
 
     def set(self, hold: Hold | None) -> None:
-        with self._lock:
-            self._hold = hold
+        self._hold = hold
 
 
 class Deletions:
@@ -99,6 +104,7 @@ class Deletions:
         where: str,
         hold: HoldState | None = None,
         purge: Callable[[list[GoneRow]], None] | None = None,
+        quiet: bool = False,
     ) -> None:
         self.store = store
         # Without WordPress, or a purge to hand rows to, a purge is a forget.
@@ -107,36 +113,82 @@ class Deletions:
         self.where = where  # the image directory, as the messages name it
         self.hold = hold or HoldState()
         self.purge = purge
+        self.quiet = quiet  # a dry run: what would happen is its own output
 
     def settle(
-        self, gone: list[GoneRow], live: int, *, whole_tree: bool, empty_tree: bool = False
+        self,
+        gone: list[GoneRow],
+        live: int,
+        *,
+        whole_tree: bool,
+        empty_tree: bool = False,
+        earlier: int = 0,
     ) -> tuple[int, int]:
         """Apply or hold the deletion of `gone` rows out of `live` ones. whole_tree:
         a reconcile, which sees every file (a hold it does not renew is over, and an
-        operator's confirmation is for it to apply); else a run of delete events.
+        operator's confirmation is for it to apply); else a run of delete events,
+        `earlier` rows having gone in the runs just before it (they count with it).
         Returns (rows settled, rows held)."""
-        recorded = self._recorded()
-        if whole_tree and not gone:
-            if recorded is not None:
-                self._end(f"the {recorded.rows or 0} held deletion(s) are void: the files are back")
+        with self.hold.lock:
+            recorded = self._recorded()
+            if whole_tree:
+                return self._settle_tree(gone, live, recorded, empty_tree)
+            if recorded is not None or self.hold.current is not None:
+                # Waits with the others; the next look at the whole tree counts them.
+                if recorded is not None and self.hold.current is None:
+                    self.hold.set(Hold(_rows(recorded), recorded.message, recorded.since))
+                if not self.quiet:
+                    log.info("%d more deletion(s) held with the others", len(gone))
+                return 0, len(gone)
+            if self.guard.holds(len(gone) + earlier, live, empty=empty_tree):
+                return 0, self._hold(gone, live, None, empty=empty_tree)
+            return self._apply(gone), 0
+
+    def _settle_tree(
+        self, gone: list[GoneRow], live: int, recorded: Condition | None, empty_tree: bool
+    ) -> tuple[int, int]:
+        """A reconcile's: it sees every file, so it decides whether a hold goes on."""
+        known = self.hold.current
+        held = recorded is not None or known is not None
+        # How many were held: as recorded, or (another process cleared the record) as
+        # this one knew it.
+        before = _rows(recorded) if recorded is not None else known.rows if known else 0
+        if not gone:
+            if held:
+                self._end(f"the {before} held deletion(s) are void: the files are back")
             return 0, 0
-        confirmed = whole_tree and recorded is not None and recorded.confirmed_at is not None
-        held = not confirmed and (
-            empty_tree
-            or self.guard.holds(len(gone), live)
-            or (not whole_tree and self.hold.current is not None)
-        )
-        if held:
-            return 0, self._hold(gone, live, recorded, whole_tree=whole_tree, empty=empty_tree)
+        if self._confirmed(recorded, len(gone), empty_tree):
+            settled = self._apply(gone)
+            self._end(f"applied {settled} confirmed deletion(s)")
+            return settled, 0
+        if self.guard.holds(len(gone), live, empty=empty_tree):
+            return 0, self._hold(gone, live, recorded, empty=empty_tree)
+        if held and len(gone) != before:
+            # After a hold, what is still gone is settled only once it stays the same
+            # for a look: a sync tool refilling the folder is not cut off halfway.
+            why = (
+                f"{len(gone)} row(s) still gone in {self.where} after a hold of {before}: "
+                f"{VERBS[self.policy]} if they stay gone until the next look"
+            )
+            return 0, self._hold(gone, live, recorded, empty=False, why=why)
         settled = self._apply(gone)
-        if whole_tree and recorded is not None:
+        if held:
             self._end(
-                f"applied {settled} confirmed deletion(s)"
-                if confirmed
-                else f"most files are back; the {settled} still gone, too few to hold, are "
+                f"most files are back; the {settled} still gone, too few to hold, are "
                 f"{VERBS[self.policy]}"
             )
         return settled, 0
+
+    def _confirmed(self, recorded: Condition | None, gone: int, empty_tree: bool) -> bool:
+        """An operator confirmed the hold, and what is gone now is what was held (or
+        less): a confirmation of 150 deletions is not one of a share that has since
+        come up empty."""
+        return (
+            recorded is not None
+            and recorded.confirmed_at is not None
+            and gone <= _rows(recorded)
+            and (not empty_tree or recorded.reason == "empty")
+        )
 
     def _apply(self, gone: list[GoneRow]) -> int:
         if not gone:
@@ -150,11 +202,13 @@ class Deletions:
             assert self.purge is not None
             self.purge(gone)  # media first, then the row: on the upload side
             count = len(gone)
-        said = _SAID[self.policy]
-        for name in names[:_NAMED_MAX]:
-            log.info(said, name)
-        if len(names) > _NAMED_MAX:
-            log.info("… and %d more file(s) gone, %s", len(names) - _NAMED_MAX, VERBS[self.policy])
+        if not self.quiet:
+            said = _SAID[self.policy]
+            for name in names[:_NAMED_MAX]:
+                log.info(said, name)
+            if len(names) > _NAMED_MAX:
+                more = len(names) - _NAMED_MAX
+                log.info("… and %d more file(s) gone, %s", more, VERBS[self.policy])
         return count
 
     def _hold(
@@ -163,30 +217,41 @@ class Deletions:
         live: int,
         recorded: Condition | None,
         *,
-        whole_tree: bool,
         empty: bool,
+        why: str = "",
     ) -> int:
+        """Record the hold and say so: once by each process, again when its size
+        changes."""
         now = utcnow()
-        rows = len(gone) if whole_tree or recorded is None else (recorded.rows or 0) + len(gone)
+        rows = len(gone)
         verb = VERBS[self.policy]
-        if empty:
+        if why:
+            pass
+        elif empty:
             why = (
                 f"image directory {self.where} is empty but {rows} row(s) say files were "
-                f"there: not {verb} (not mounted?)"
+                f"there: none is {verb} until the files are back (not mounted?) or an "
+                "operator runs imgwatch retry --confirm-deletes"
             )
         else:
             why = (
-                f"{rows} of {live} row(s) would be {verb} at once (the guard holds more than "
-                f"{self.guard.share:.0%} and at least {self.guard.minimum}): nothing is "
-                f"deleted until the files are back in {self.where} or an operator runs "
-                "imgwatch retry --confirm-deletes"
+                f"{rows} of {max(live, rows)} row(s) would be {verb} at once (the guard holds "
+                f"more than {self.guard.share:.0%} and at least {self.guard.minimum}): "
+                f"nothing is deleted until the files are back in {self.where} or an "
+                "operator runs imgwatch retry --confirm-deletes"
             )
         known = self.hold.current
-        if known is None or known.rows != rows:  # said once by each process, and on a change
+        if self.quiet:
+            pass
+        elif known is None:
             log.error("deletions held: %s", why)
+        elif known.rows != rows:
+            log.warning("deletions still held, now %d: %s", rows, why)
         since = recorded.since if recorded is not None else now
+        grown = recorded is not None and rows > _rows(recorded)
         self.store.set_condition(
-            Condition(DELETIONS_HELD, "", "empty" if empty else "many", why, since, now, rows)
+            Condition(DELETIONS_HELD, "", "empty" if empty else "many", why, since, now, rows),
+            keep_confirmation=not grown,  # more gone than was confirmed: ask again
         )
         self.hold.set(Hold(rows, why, since))
         return len(gone)
@@ -197,7 +262,12 @@ class Deletions:
     def _end(self, why: str) -> None:
         self.store.clear_condition(DELETIONS_HELD, [""])
         self.hold.set(None)
-        log.warning("deletions no longer held: %s", why)
+        if not self.quiet:
+            log.warning("deletions no longer held: %s", why)
+
+
+def _rows(condition: Condition | None) -> int:
+    return 0 if condition is None else condition.rows or 0
 
 
 # Rows named one by one in the log when many are settled at once; the rest are counted.

@@ -78,7 +78,7 @@ class NotingStore:
         """Read for real (an operator's confirmation of held deletions counts)."""
         return [] if conditions.name in self.store.missing_tables else self.store.conditions()
 
-    def set_condition(self, condition: Condition) -> None:
+    def set_condition(self, condition: Condition, *, keep_confirmation: bool = True) -> None:
         self.held = condition
 
     def clear_condition(self, kind: str, owners: Sequence[str]) -> int:
@@ -134,7 +134,9 @@ def dry_run_rescan(settings: Settings) -> DryRunPlan:
         rows = NotingStore(store)
         uploads = settings.wordpress_enabled
         purge = rows.purge if uploads else None
-        summary = reconciler(settings, rows, image_dir, uploads=uploads, purge=purge).run()
+        summary = reconciler(
+            settings, rows, image_dir, uploads=uploads, purge=purge, dry_run=True
+        ).run()
         plan = DryRunPlan(
             summary,
             store.schema_changes,

@@ -6,7 +6,7 @@
      └── DatabaseUnavailable (exit 75, EX_TEMPFAIL: try again later)
 
     UploadError              (one request to WordPress did not do what it should)
-     ├── TransientError      (unsure: retry with backoff, honouring Retry-After; then a
+     ├── TransientError      (unsure: a 5xx, a timeout; retried with backoff, then a
      │                        probe of the site tells the site's fault from the file's)
      ├── PermanentError      (WordPress refused this file: failed until the file changes)
      └── SiteCondition       (nothing about the file: all uploads pause, the site is probed)
@@ -63,9 +63,19 @@ class SiteCondition(UploadError):
     Nothing is said about the file: every upload waits until a probe succeeds.
 
     `kind` is a short fixed name (a metric label); the message says what to look at.
+    `settings`: seen at start, it means the settings are wrong (a refused password,
+    an address that redirects): the daemon stops there rather than wait silently.
     """
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        settings: bool = False,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        self.settings = settings

@@ -34,7 +34,6 @@ class PauseState:
     message: str
     since: dt.datetime  # naive UTC, as stored
     seconds: float  # how long it has lasted
-    next_probe_in: float
 
 
 class UploadPause:
@@ -68,13 +67,7 @@ class UploadPause:
             if cond is None:
                 return None
             now = self._clock()
-            return PauseState(
-                cond.kind,
-                str(cond),
-                self._since_wall,
-                now - self._since,
-                max(0.0, self._next_probe - now),
-            )
+            return PauseState(cond.kind, str(cond), self._since_wall, now - self._since)
 
     def report(self, condition: SiteCondition) -> None:
         """An upload (or the preflight) met a site condition: pause, or go on pausing."""
@@ -84,6 +77,8 @@ class UploadPause:
             self._condition = condition
             if previous is None:
                 self._since, self._since_wall, self._reminded = now, self._wall(), now
+                if self._unproven:  # the probe passed, the uploads did not: wait longer
+                    self._delay = min(self._delay * 2, self.probe_max)
                 self._schedule(now, condition)
                 if self._unproven:
                     log.warning(
@@ -134,8 +129,14 @@ class UploadPause:
             self._unproven = True
         log.info("WordPress answers properly again after %s; uploads resume", duration(lasted))
 
-    def upload_worked(self) -> None:
-        """An upload went through: the site is healthy, the next pause starts afresh."""
+    @property
+    def unproven(self) -> bool:
+        """Uploads resumed after a probe passed, and nothing has worked since."""
+        return self._unproven
+
+    def worked(self) -> None:
+        """An upload (or an update, a delete) went through: the site is healthy, the
+        next pause starts afresh."""
         if self._unproven or self._delay != min(FIRST_PROBE, self.probe_max):
             with self._lock:
                 self._unproven = False

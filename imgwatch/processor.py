@@ -94,7 +94,7 @@ class FileProcessor:
         except FileUnstable as exc:
             record.last_error = str(exc)
             log.info("still being written, will look again: %r", file_name)
-            return record
+            return _stamped(record)
         except PermissionError:
             # No size/mtime kept: chmod does not change mtime, so look again next scan.
             return self._reject(record, "unreadable: permission denied")
@@ -107,7 +107,7 @@ class FileProcessor:
             record.last_error = reason
             record.next_attempt_at = utcnow() + RETRY_AFTER
             log.warning("failed %r: %s", file_name, reason)
-            return record
+            return _stamped(record)
         self._describe(record, facts.text, path if has_sidecar else None)
         record.status = DONE
         record.sha256 = facts.sha256
@@ -148,9 +148,7 @@ class FileProcessor:
         record.description = text.description or record.description
         record.caption = text.caption
         record.alt_text = text.alt_text
-        record.file_text_digest = text_digest(
-            record.title, record.description, record.caption, record.alt_text
-        )
+        _stamped(record)
 
     def reject(
         self, name: str, reason: str, size_bytes: int, mtime_ns: int, path_name: str
@@ -174,4 +172,13 @@ class FileProcessor:
         record.status = REJECTED
         record.last_error = reason
         log.warning("rejected %r: %s", shown or record.file_name, reason)
-        return record
+        return _stamped(record)
+
+
+def _stamped(record: ImageRecord) -> ImageRecord:
+    """record, with the digest of the words it gives (the defaults, for a file not
+    read): what the upsert compares the row with the next time (store._follow_file)."""
+    record.file_text_digest = text_digest(
+        record.title, record.description, record.caption, record.alt_text
+    )
+    return record

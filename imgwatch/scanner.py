@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from imgwatch.deletions import DeleteGuard, Deletions, GoneRow
+from imgwatch.deletions import DeleteGuard, Deletions, GoneRow, GoneRows
 from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor, row_name, stand_in_name, unstorable_reason
 from imgwatch.store import (
@@ -36,7 +36,6 @@ from imgwatch.store import (
     STATE_MTIME,
     STATE_SIDECAR,
     STATE_SIZE,
-    Condition,
     FileState,
     ImageRecord,
     KnownFile,
@@ -66,8 +65,9 @@ class ScanSummary:
 
     @property
     def changes(self) -> int:
-        """Rows this reconcile wrote or settled."""
-        return self.new + self.changed + self.rejected + self.missing + self.failed
+        """Rows this reconcile recorded anew or settled as gone (a file that fails
+        to be read fails again each time: not a change)."""
+        return self.new + self.changed + self.rejected + self.missing
 
     def line(self) -> str:
         return (
@@ -131,7 +131,7 @@ class Progress(Protocol):
     def __call__(self, seen: int, read: int, read_bytes: int) -> None: ...
 
 
-class Rows(Protocol):
+class Rows(GoneRows, Protocol):
     """What a reconcile reads and writes: the store, or a dry run's stand-in."""
 
     def file_states(self) -> dict[str, FileState]: ...
@@ -141,16 +141,6 @@ class Rows(Protocol):
     def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows: ...
 
     def write_prepared(self, prepared: PreparedRows) -> None: ...
-
-    def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int: ...
-
-    def forget(self, ids: Sequence[int]) -> int: ...
-
-    def conditions(self) -> list[Condition]: ...
-
-    def set_condition(self, condition: Condition) -> None: ...
-
-    def clear_condition(self, kind: str, owners: Sequence[str]) -> int: ...
 
 
 class Claims(Protocol):

@@ -122,6 +122,7 @@ def reconciler(
     claims: Claims | None = None,
     purge: Callable[[list[GoneRow]], None] | None = None,
     hold: HoldState | None = None,
+    dry_run: bool = False,
 ) -> Reconciler:
     """A reconcile of image_dir as the settings say: one-shot (--rescan, dry runs),
     or the daemon's, which claims each file from its workers. Rows whose file is
@@ -136,7 +137,7 @@ def reconciler(
         claims=claims,
         readers=readers,
         progress=progress,
-        deletions=deletions(settings, store, image_dir, purge=purge, hold=hold),
+        deletions=deletions(settings, store, image_dir, purge=purge, hold=hold, quiet=dry_run),
     )
 
 
@@ -147,6 +148,7 @@ def deletions(
     *,
     purge: Callable[[list[GoneRow]], None] | None = None,
     hold: HoldState | None = None,
+    quiet: bool = False,
 ) -> Deletions:
     """What becomes of rows whose file is gone, as the settings say."""
     return Deletions(
@@ -156,6 +158,7 @@ def deletions(
         where=str(image_dir),
         hold=hold,
         purge=purge,
+        quiet=quiet,
     )
 
 
@@ -186,18 +189,7 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
         record_scan(store, "rescan", summary)
         if up is None:
             return RescanResult(summary, None)
-        # An explicit rescan retries failed uploads now, whatever their schedule.
-        tally = up.upload_all(store.due_uploads(include_scheduled=True))
-        if up.pause.condition is None:
-            words = up.update_all(store)
-            tally.merge(words)
-            if words.gone:  # media items deleted in WordPress: their files go up again
-                tally.merge(up.upload_all(store.due_uploads()))
-        # After the uploads: a file moved away and in again is linked to its media
-        # item before its old row's purge would delete it.
-        for row in purges:
-            if up.purge(row) == "waiting":
-                break  # the rest stay: the next run finds their files gone again
+        tally = to_wordpress(up, store, purges)
         stopped = up.pause.condition
         if stopped is not None:
             log.error(
@@ -212,3 +204,24 @@ def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult
         if client is not None:
             client.close()
         store.close()
+
+
+def to_wordpress(up: Uploader, store: ImageStore, purges: list[GoneRow]) -> UploadTally:
+    """--rescan's WordPress part, after its reconcile: uploads, words, purges."""
+    # An explicit rescan retries failed uploads now, whatever their schedule.
+    tally = up.upload_all(store.due_uploads(include_scheduled=True))
+    if up.pause.condition is None:
+        words = up.update_all(store)
+        tally.merge(words)
+        if words.gone:  # media items deleted in WordPress: their files go up again
+            tally.merge(up.upload_all(store.due_uploads()))
+    # After the uploads: a file moved away and in again is linked to its media item
+    # before its old row's purge would delete it.
+    for done, row in enumerate(purges):
+        outcome = up.purge(row)
+        if outcome == "waiting":  # the rest stay: the next run finds them gone again
+            tally.waiting += len(purges) - done
+            break
+        if outcome == "failed":  # kept as missing, with the reason
+            tally.failed += 1
+    return tally

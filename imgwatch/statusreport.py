@@ -54,24 +54,21 @@ def gather(store: ImageStore, limit: int) -> dict[str, Any]:
 
 
 def _pause(condition: Condition) -> dict[str, Any]:
-    return {
-        "owner": condition.owner,
-        "reason": condition.reason,
-        "message": condition.message,
-        "since": _iso(condition.since),
-        "checked_at": _iso(condition.checked_at),
-        "stale": utcnow() - condition.checked_at > STALE_AFTER,
-    }
+    stale = utcnow() - condition.checked_at > STALE_AFTER
+    return {"owner": condition.owner, **_condition(condition), "stale": stale}
 
 
 def _held(condition: Condition) -> dict[str, Any]:
+    confirmed = condition.confirmed_at is not None
+    return {"rows": condition.rows, **_condition(condition), "confirmed": confirmed}
+
+
+def _condition(condition: Condition) -> dict[str, Any]:
     return {
-        "rows": condition.rows,
         "reason": condition.reason,
         "message": condition.message,
         "since": _iso(condition.since),
         "checked_at": _iso(condition.checked_at),
-        "confirmed": condition.confirmed_at is not None,
     }
 
 
@@ -119,12 +116,8 @@ def render(report: dict[str, Any]) -> str:
     held = report["deletions_held"]
     if held is not None:
         lines.append(
-            f"deletions held since {_shown_time(held['since'])}: {held['message']}; "
-            + (
-                "confirmed, the next reconcile applies them"
-                if held["confirmed"]
-                else "put the files back, or apply them with `imgwatch retry --confirm-deletes`"
-            )
+            f"deletions held since {_shown_time(held['since'])}: {held['message']}"
+            + ("; confirmed, the next reconcile applies them" if held["confirmed"] else "")
         )
     problems = report["problems"]
     if problems:

@@ -52,13 +52,13 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.rowsinsert import RowsInsert, literal_maker, no_backslash_escapes
-from imgwatch.textdigest import PART, TEXT_FIELDS, field_digest
+from imgwatch.textdigest import PART, TEXT_FIELDS, as_text, field_digest
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A row's place in its life; see ARCHITECTURE.md "A file's life".
+# A row's place in its life: pending -> uploading -> done; or failed, rejected, missing.
 PENDING = "pending"
 UPLOADING = "uploading"
 DONE = "done"
@@ -249,20 +249,29 @@ def _field_digest_sqlite(element: _FieldDigest, compiler: Any, **kw: Any) -> str
 @compiles(_FieldDigest, "mariadb")
 def _field_digest_mysql(element: _FieldDigest, compiler: Any, **kw: Any) -> str:
     # Written out, not bound: no parameters may stand in an upsert's ON DUPLICATE
-    # KEY UPDATE part (see _upsert_statement).
+    # KEY UPDATE part (see _upsert_statement). Converted: SHA2() hashes a column's
+    # own bytes, and a column of the original service's may be latin1.
     column = compiler.process(element.clauses, **kw)
-    return f"LEFT(SHA2(COALESCE({column}, ''), 256), {PART})"
+    return f"LEFT(SHA2(CONVERT(COALESCE({column}, '') USING utf8mb4), 256), {PART})"
 
 
 def _text_digest_sql(table: Any) -> Any:
     """textdigest.text_digest() of a row's four fields, computed by the database."""
-    parts = [_FieldDigest(table.c[name]) for name in TEXT_FIELDS]
+    return _text_digest_of(*(table.c[name] for name in TEXT_FIELDS))
+
+
+def _text_digest_of(*values: Any) -> Any:
+    parts = [_FieldDigest(value) for value in values]
     return parts[0] + parts[1] + parts[2] + parts[3]
 
 
 def _part_of(digest: Any, index: int) -> Any:
     """One field's part of a stored digest."""
     return func.substr(digest, literal_column(str(index * PART + 1)), literal_column(str(PART)))
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else as_text(value)
 
 
 def utcnow() -> dt.datetime:
@@ -567,18 +576,20 @@ class ImageStore:
                 result.close()
         return {row[0]: row for row in rows}
 
-    def due_uploads(self, *, include_scheduled: bool = False) -> list[UploadJob]:
+    def due_uploads(self, *, include_scheduled: bool = False, owner: str = "") -> list[UploadJob]:
         """Rows whose file should be in WordPress and is not (yet).
 
         pending/uploading rows, `done` rows without a URL (recorded while WordPress
         was not configured), and transiently failed rows whose time has come (all of
         them with include_scheduled). Permanently failed rows (no next_attempt_at)
-        wait for their file to change.
+        wait for their file to change. With owner, rows another uploader holds a
+        live claim on are left out: they are being uploaded, not due.
         """
         c = images.c
+        now = utcnow()
         failed_due = (c.status == FAILED) & c.next_attempt_at.is_not(None)
         if not include_scheduled:
-            failed_due = failed_due & (c.next_attempt_at <= utcnow())
+            failed_due = failed_due & (c.next_attempt_at <= now)
         query = (
             select(
                 c.id,
@@ -600,6 +611,10 @@ class ImageStore:
             )
             .order_by(c.id)
         )
+        if owner:
+            query = query.where(
+                c.claimed_until.is_(None) | (c.claimed_until < now) | (c.claimed_by == owner)
+            )
         with self.guard("reading uploads due"), self.engine.connect() as conn:
             return [UploadJob._make(row) for row in conn.execute(query)]
 
@@ -686,10 +701,18 @@ class ImageStore:
             claimed_until=None,
         )
 
-    def release_upload(self, job: UploadJob) -> bool:
+    def release_upload(self, job: UploadJob, owner: str) -> bool:
         """Give a claimed row back to wait: the site, not the file, stopped its upload.
-        Nothing is counted against the file; the row stays due."""
-        return self._update_job(job, status=PENDING, claimed_by=None, claimed_until=None)
+        Nothing is counted against the file; the row stays due. Only while the claim
+        is still owner's: another daemon may have taken it after the lease."""
+        c = images.c
+        stmt = (
+            update(images)
+            .where(c.id == job.id, c.sha256 == job.sha256, c.claimed_by == owner)
+            .values(status=PENDING, claimed_by=None, claimed_until=None, updated_at=utcnow())
+        )
+        with self.guard("giving back an upload"), self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
 
     def record_upload_failure(
         self, job: UploadJob, reason: str, next_attempt_at: dt.datetime | None
@@ -731,7 +754,7 @@ class ImageStore:
         first = ~exists().where(
             earlier.c.wp_media_id == c.wp_media_id,
             earlier.c.id < c.id,
-            earlier.c.status != MISSING,
+            earlier.c.status == DONE,
         )
         query = (
             select(
@@ -759,7 +782,21 @@ class ImageStore:
         if names is not None:
             query = query.where(c.file_name.in_(list(names)))
         with self.guard("reading text updates due"), self.engine.connect() as conn:
-            return [TextUpdate._make(row) for row in conn.execute(query)]
+            rows = conn.execute(query).all()
+        # Words as text, whatever a person stored in the columns (SQLite keeps blobs).
+        return [
+            TextUpdate(
+                row[0],
+                row[1],
+                row[2],
+                _text_or_none(row[3]),
+                _text_or_none(row[4]),
+                _text_or_none(row[5]),
+                _text_or_none(row[6]),
+                row[7],
+            )
+            for row in rows
+        ]
 
     def record_text_sent(self, row_id: int, media_id: int, digest: str) -> bool:
         """The media item was given the words this digest stands for."""
@@ -814,10 +851,26 @@ class ImageStore:
             conn.execute(update(images).where(which).values(updated_at=now, **forgotten, **values))
         return names
 
-    def media_in_use(self, media_id: int, except_id: int) -> bool:
-        """Does any other row point at this attachment (shared identical content)?"""
+    def first_user(self, media_id: int) -> int | None:
+        """The lowest id of the rows done with this media item, or None."""
         c = images.c
-        query = select(c.id).where(c.wp_media_id == media_id, c.id != except_id).limit(1)
+        query = select(func.min(c.id)).where(c.wp_media_id == media_id, c.status == DONE)
+        with self.guard("reading who shares a media item"), self.engine.connect() as conn:
+            first: int | None = conn.execute(query).scalar()
+        return first
+
+    def media_in_use(self, media_id: int, except_id: int, sha256: str | None = None) -> bool:
+        """Does any other row point at this attachment (shared identical content)?
+        With sha256: or will, being a row of that content waiting for its upload
+        (which finds the item by its slug and links to it)."""
+        c = images.c
+        users = c.wp_media_id == media_id
+        if sha256 is not None:
+            waiting = c.status.in_([PENDING, UPLOADING, FAILED]) | (
+                (c.status == DONE) & c.wp_url.is_(None)
+            )
+            users = users | ((c.sha256 == sha256) & waiting)
+        query = select(c.id).where(users, c.id != except_id).limit(1)
         with self.guard("checking media use"), self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
@@ -857,17 +910,19 @@ class ImageStore:
         with self.guard("reading conditions"), self.engine.connect() as conn:
             return [Condition(*row) for row in conn.execute(query)]
 
-    def set_condition(self, condition: Condition) -> None:
+    def set_condition(self, condition: Condition, *, keep_confirmation: bool = True) -> None:
         """Record (or refresh) a condition; its kind and owner say which one. An
-        operator's confirmation already given is kept."""
+        operator's confirmation already given is kept, unless told otherwise."""
         c = conditions.c
-        values = {
+        values: dict[str, Any] = {
             "reason": condition.reason[:32],
             "message": condition.message,
             "rows": condition.rows,
             "since": condition.since,
             "checked_at": condition.checked_at,
         }
+        if not keep_confirmation:
+            values["confirmed_at"] = None
         which = (c.kind == condition.kind) & (c.owner == condition.owner[:128])
         refresh = update(conditions).where(which).values(**values)
         insert = conditions.insert().values(
@@ -1056,7 +1111,15 @@ class ImageStore:
             "claimed_until": case((same_content, c.claimed_until), else_=null()),
             # Before file_text_digest is assigned, which they compare with.
             **{name: self._follow_file(c, new, name, i) for i, name in enumerate(TEXT_FIELDS)},
-            "file_text_digest": new.file_text_digest,
+            # What the file said; for a row from before it was kept, what the row
+            # says now (its values are kept this once, then follow the file).
+            "file_text_digest": case(
+                (
+                    c.file_text_digest.is_(None),
+                    _text_digest_of(*(func.coalesce(c[n], new[n]) for n in TEXT_FIELDS)),
+                ),
+                else_=new.file_text_digest,
+            ),
             "sha256": new.sha256,
             "size_bytes": new.size_bytes,
             "mtime_ns": new.mtime_ns,
@@ -1086,8 +1149,15 @@ class ImageStore:
         )
         return case((c[name].is_(None), new[name]), (still_the_files, new[name]), else_=c[name])
 
-    def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
-        """Rows whose file is gone: status `missing`, everything else kept.
+    def mark_missing(
+        self,
+        ids: Sequence[int],
+        *,
+        names: Sequence[str] | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Rows whose file is gone: status `missing`, everything else kept (and the
+        reason, when something is left to say, such as a purge that failed).
 
         With `names` (parallel to ids), a row is only marked while it still has that
         name: a row renamed since the caller looked (a file moved while a scan ran) is
@@ -1101,7 +1171,10 @@ class ImageStore:
                 stmt = update(images).where(c.id.in_(ids[start : start + _ID_CHUNK]))
                 if names is not None:
                     stmt = stmt.where(c.file_name.in_(names[start : start + _ID_CHUNK]))
-                count += conn.execute(stmt.values(status=MISSING, updated_at=now)).rowcount
+                values: dict[str, Any] = {"status": MISSING, "updated_at": now}
+                if reason is not None:
+                    values["last_error"] = reason
+                count += conn.execute(stmt.values(**values)).rowcount
         return count
 
     def forget(self, ids: Iterable[int]) -> int:
@@ -1246,5 +1319,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
     finally:
         cursor.close()
-    # What MySQL's SHA2() does in _FieldDigest, for SQLite.
+    # What MySQL's SHA2() does in _FieldDigest, for SQLite. It takes any value (a
+    # blob a person stored): an exception there would fail every statement on the row.
     dbapi_conn.create_function("imgwatch_field_digest", 1, field_digest, deterministic=True)

@@ -22,14 +22,36 @@ PART = 16  # hex digits per field
 UNKNOWN = ""
 
 
-def field_digest(value: str | None) -> str:
+def field_digest(value: object) -> str:
     """One field's part: an empty field and a missing one are the same."""
-    return hashlib.sha256((value or "").encode("utf-8")).hexdigest()[:PART]
+    part = _parts.get(value)
+    if part is None:
+        part = hashlib.sha256(as_text(value).encode("utf-8")).hexdigest()[:PART]
+        if len(_parts) < _PARTS_KEPT:
+            _parts[value] = part
+    return part
 
 
-def text_digest(*values: str | None) -> str:
+def as_text(value: object) -> str:
+    """A text column's value as text, whatever a person stored there: SQLite keeps a
+    blob or a number as it was given."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def text_digest(*values: object) -> str:
     """The four fields' parts, in TEXT_FIELDS order."""
-    return "".join(field_digest(v) for v in values)
+    return "".join(map(field_digest, values))
+
+
+# Parts already computed: most rows share their description (the default), caption
+# and alt text (none), and every file read computes a digest (a bulk import reads
+# tens of thousands a second). Bounded: the first values seen are kept.
+_PARTS_KEPT = 4096
+_parts: dict[object, str] = {}
 
 
 def changed_fields(sent: str, values: Sequence[str | None]) -> list[str]:

@@ -39,6 +39,9 @@ T = TypeVar("T")
 RESCHEDULE_BASE = dt.timedelta(minutes=1)
 RESCHEDULE_MAX = dt.timedelta(hours=1)
 _HASH_CHUNK = 1 << 20
+# Times a row may meet a condition of the site, each time right after the site
+# answered its probe, before the condition is taken as the file's.
+SUSPECT_AFTER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,8 @@ class Uploader:
         self.share_identical = share_identical
         self.delete_replaced = delete_replaced
         self.pause = pause or UploadPause()
+        # Rows that met a condition of the site right after a probe passed: how often.
+        self._suspects: dict[int, int] = {}
         self.reupload_deleted = reupload_deleted
         # Two rows with the same content must not both miss the lookup and both upload.
         self._slug_locks = [threading.Lock() for _ in range(64)]
@@ -243,28 +248,36 @@ class Uploader:
             with lock:
                 landed = self._upload_with_retries(job, slug)
         except ContentChanged as exc:
+            # The file's new content gets a row of its own (and so an upload) when
+            # it is read; until then this one waits a minute rather than loop.
             log.info("not uploaded %r: %s", job.file_name, exc)
-            self.store.record_upload_failure(job, str(exc), utcnow())
+            self.store.record_upload_failure(job, str(exc), reschedule_at(0))
             return "skipped"
         except PermanentError as exc:
             log.warning("upload failed %r: %s", job.file_name, exc)
             self.store.record_upload_failure(job, str(exc), None)
             return "failed"
         except SiteCondition as cond:
-            self.store.release_upload(job)
+            if self._only_this_file(job, cond):
+                return "failed"
             self.pause.report(cond)
+            self.store.release_upload(job, self.owner)
             return "waiting"
         except TransientError as exc:
             # Retries used up. Whose fault: the probe tells the site's from this file's.
-            if self._site_at_fault(job.id, lambda: self.store.release_upload(job)):
+            if self._site_at_fault(lambda: self.store.release_upload(job, self.owner)):
                 return "waiting"
             when = reschedule_at(job.attempts, exc.retry_after)
             log.warning("upload failed %r, next try %s UTC: %s", job.file_name, when, exc)
             self.store.record_upload_failure(job, str(exc), when)
             return "failed"
-        self.pause.upload_worked()
+        self.pause.worked()
+        self._suspects.pop(job.id, None)
         media = landed.media
-        if not self.store.record_upload(job, media.id, media.source_url, landed.text_digest):
+        sent = landed.text_digest
+        if landed.reused and self._speaks_for(job, media.id):
+            sent = UNKNOWN  # linked to an item a later name uploaded: give it our words
+        if not self.store.record_upload(job, media.id, media.source_url, sent):
             log.info("uploaded %r but its content changed meanwhile", job.file_name)
             return "skipped"
         log.info(
@@ -290,6 +303,13 @@ class Uploader:
 
         return self._retrying(attempt, job.file_name)
 
+    def _speaks_for(self, job: UploadJob, media_id: int) -> bool:
+        """Is this row the first name (the lowest id) of a media item other rows
+        already use? Identical content under two names shows the first one's words,
+        whichever was uploaded first."""
+        first = self.store.first_user(media_id)
+        return first is not None and first > job.id
+
     def _retrying(self, attempt: Callable[[], T], file_name: str) -> T:
         """attempt() until it works, the policy's attempts are used up (its last
         TransientError is raised), or uploads pause (the condition is raised)."""
@@ -297,8 +317,8 @@ class Uploader:
         while True:
             tries += 1
             paused = self.pause.condition
-            if paused is not None:
-                raise paused  # another upload found the site in trouble meanwhile
+            if paused is not None:  # another upload found the site in trouble meanwhile
+                raise SiteCondition(paused.kind, str(paused), paused.retry_after)
             try:
                 return attempt()
             except TransientError as exc:
@@ -310,14 +330,32 @@ class Uploader:
                     self.on_retry()
                 time.sleep(delay)
 
-    def _site_at_fault(self, job_id: int, release: Callable[[], object]) -> bool:
+    def _site_at_fault(self, release: Callable[[], object]) -> bool:
         """After the retries of one row: does the site answer its probe? If not, it is
-        the site's fault: the row is given back (release) and uploads pause."""
+        the site's fault: uploads pause and the row is given back (release)."""
         condition = self.client.probe()
         if condition is None:
             return False
-        release()
         self.pause.report(condition)
+        release()
+        return True
+
+    def _only_this_file(self, job: UploadJob, condition: SiteCondition) -> bool:
+        """A condition met again and again by this row right after the site answered
+        its probe (a firewall rule that blocks this one file, say) is this file's, not
+        the site's: after SUSPECT_AFTER times the row fails on its own schedule and
+        the others go on. True if so."""
+        if not self.pause.unproven:
+            return False
+        seen = self._suspects.get(job.id, 0) + 1
+        if seen < SUSPECT_AFTER:
+            self._suspects[job.id] = seen
+            return False
+        self._suspects.pop(job.id, None)
+        when = reschedule_at(job.attempts)
+        reason = f"{condition} (to this file only: WordPress answered its probe each time)"
+        log.warning("upload failed %r, next try %s UTC: %s", job.file_name, when, reason)
+        self.store.record_upload_failure(job, reason, when)
         return True
 
     # --- the media item's words ---------------------------------------------------
@@ -335,6 +373,10 @@ class Uploader:
 
     def _update_text(self, update: TextUpdate) -> str:
         fields = changed_fields(update.wp_text_digest, update.values)
+        sent = text_digest(*update.values)
+        if not fields:  # the digests differ only in how they were written down
+            self.store.record_text_sent(update.id, update.wp_media_id, sent)
+            return "updated"
         values = dict(zip(TEXT_FIELDS, update.values, strict=True))
         given = {name: values[name] or "" for name in fields}
         try:
@@ -349,16 +391,17 @@ class Uploader:
         except PermanentError as exc:
             # Not sent again until the words change: WordPress will say the same.
             log.warning("WordPress refused the text of %r: %s", update.file_name, exc)
-            self.store.record_text_sent(update.id, update.wp_media_id, text_digest(*update.values))
+            self.store.record_text_sent(update.id, update.wp_media_id, sent)
             return "failed"
         except TransientError as exc:
-            if self._site_at_fault(update.id, lambda: None):
+            if self._site_at_fault(lambda: None):
                 return "waiting"
             log.warning(
                 "could not update the text of %r, tried again later: %s", update.file_name, exc
             )
             return "failed"
-        self.store.record_text_sent(update.id, update.wp_media_id, text_digest(*update.values))
+        self.pause.worked()
+        self.store.record_text_sent(update.id, update.wp_media_id, sent)
         log.info(
             "updated %s of %r in WordPress (media %d)",
             ", ".join(fields),
@@ -400,9 +443,12 @@ class Uploader:
         words = _words(job)
         with os.fdopen(fd, "rb") as body:
             sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-            while chunk := body.read(_HASH_CHUNK):
-                sha.update(chunk)
-                md5.update(chunk)
+            try:
+                while chunk := body.read(_HASH_CHUNK):
+                    sha.update(chunk)
+                    md5.update(chunk)
+            except OSError as exc:  # EIO, a directory under the name …
+                raise TransientError(f"cannot read file: {exc.strerror or exc}") from None
             if sha.hexdigest() != job.sha256:
                 raise ContentChanged("file changed since it was recorded")
             body.seek(0)
@@ -450,9 +496,10 @@ class Uploader:
 
     def purge(self, gone: GoneRow) -> str:
         """A file deleted with IMGWATCH_ON_DELETE=purge: its media item goes (unless
-        another row shares it), then its row. Returns purged|kept (the file is back)|
-        waiting (the site is in trouble: the row stays, and the next reconcile finds
-        it gone again)."""
+        another row uses it, or will: the same content under a new name), then its
+        row. Returns purged|kept (the file is back)|failed (the item could not be
+        deleted: the row stays, `missing`, with the reason)|waiting (the site is in
+        trouble: the row stays as it is, and the next reconcile finds it gone)."""
         if self.pause.condition is not None:
             return "waiting"
         row = self.store.lookup(gone.file_name)
@@ -462,36 +509,42 @@ class Uploader:
             return "kept"
         media = row.wp_media_id
         if media is not None:
+            # Under the slug's lock: an upload of the same content in this process
+            # must not link to an item being deleted.
+            slug = f"img-{row.sha256}" if self.share_identical and row.sha256 else ""
             try:
-                self._retrying(
-                    lambda: self._delete_unless_shared(media, gone.id, gone.file_name, "media"),
-                    gone.file_name,
-                )
+                with self._slug_locks[hash(slug) % len(self._slug_locks)]:
+                    self._retrying(
+                        lambda: self._delete_unless_shared(
+                            media, gone.id, gone.file_name, "media", row.sha256
+                        ),
+                        gone.file_name,
+                    )
             except SiteCondition as cond:
                 self.pause.report(cond)
                 return "waiting"
-            except TransientError as exc:
-                if self._site_at_fault(gone.id, lambda: None):
+            except UploadError as exc:
+                if isinstance(exc, TransientError) and self._site_at_fault(lambda: None):
                     return "waiting"
-                log.warning(
-                    "could not delete media of %r, tried again later: %s", gone.file_name, exc
-                )
-                return "waiting"
-            except PermanentError as exc:
-                log.warning(
-                    "could not delete media %d of %r, it stays in WordPress: %s",
-                    media,
-                    gone.file_name,
-                    exc,
-                )
+                reason = f"purge: could not delete media {media}: {exc}"
+                log.warning("%r kept as missing: %s", gone.file_name, reason)
+                self.store.mark_missing([gone.id], names=[gone.file_name], reason=reason)
+                return "failed"
+            self.pause.worked()
+        if os.path.lexists(self.image_dir / gone.file_name):
+            return "kept"  # back while the item was being deleted: its row stays
         self.store.forget([gone.id])
         log.info("forgot %r: deleted or moved away, row removed", gone.file_name)
         return "purged"
 
-    def _delete_unless_shared(self, media_id: int, row_id: int, file_name: str, what: str) -> None:
+    def _delete_unless_shared(
+        self, media_id: int, row_id: int, file_name: str, what: str, sha256: str | None = None
+    ) -> None:
         """Delete a media item no other row uses (identical content under two names
-        shares one)."""
-        if self.store.media_in_use(media_id, except_id=row_id):
+        shares one), nor will: a row of the same content (sha256) waiting for its
+        upload links to it by its slug."""
+        waiting = sha256 if self.share_identical else None
+        if self.store.media_in_use(media_id, except_id=row_id, sha256=waiting):
             log.info("kept %s %d of %r: another file shares it", what, media_id, file_name)
         elif self.client.delete(media_id):
             log.info("deleted %s %d of %r from WordPress", what, media_id, file_name)

@@ -9,6 +9,7 @@ database for `imgwatch status`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -59,6 +60,7 @@ class UploadDispatcher:
         self._purges: dict[int, GoneRow] = {}
         self._text_sweep = False
         self._text_after = 0
+        self._sweeps = 0  # sweeps begun: a page read during a new one is not its page
         # The pause as last written to the database, and when.
         self._recorded: tuple[str, str] | None = None
         self._recorded_at = 0.0
@@ -89,6 +91,10 @@ class UploadDispatcher:
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001, S112 - timeouts and cancellations: reported below
                 continue
+        if self._recorded is not None:  # a pause of this process is not one any more
+            # If the database is down too, the next start clears it (dead_owners).
+            with contextlib.suppress(DatabaseUnavailable):
+                self.store.clear_condition(UPLOADS_PAUSED, [self.uploader.owner])
         return self.in_flight() == 0
 
     def new_rows(self) -> None:
@@ -120,6 +126,7 @@ class UploadDispatcher:
 
     def _sweep_locked(self) -> None:
         self._text_sweep, self._text_after = True, 0
+        self._sweeps += 1
 
     def retry_now(self) -> None:
         """An operator asked (SIGHUP): failed uploads are due now, a paused site is
@@ -190,53 +197,68 @@ class UploadDispatcher:
                 self._retry_requested = False
                 # In the rows, not in memory: whatever reads them next sees them due.
                 self.store.retry_failed_now()
+            with self._lock:
+                busy = set(self._in_flight)
+                # Words read but not sent yet are looked up again, not dropped.
+                self._text_names.update(
+                    w.file_name for w in self._backlog if isinstance(w, TextUpdate)
+                )
             # The row is the queue: re-read it rather than trust what was read before.
-            self._backlog = deque(self.store.due_uploads())
-            if not self._backlog:  # uploads first: a new item gets its words with it
-                self._backlog.extend(self._text_updates())
+            # Rows under way here are left out (else the backlog never empties, and
+            # the words behind it never come).
+            uploads = [
+                job
+                for job in self.store.due_uploads(owner=self.uploader.owner)
+                if ("upload", job.id) not in busy
+            ]
+            # Uploads first: a new item gets its words with it.
+            self._backlog = deque(uploads or self._text_updates(busy))
         limit = self.uploader.workers * 2
         with self._lock:
             while (
                 self._backlog
                 and len(self._in_flight) < limit
                 and self.uploader.pause.condition is None
+                and not self._stopping.is_set()
             ):
                 work = self._backlog.popleft()
                 key = ("upload" if isinstance(work, UploadJob) else "text", work.id)
-                if key not in self._in_flight and not self._stopping.is_set():
+                if key not in self._in_flight:
                     self._in_flight[key] = self._pool.submit(self._run_one, key, work)
             if self._purges and _PURGING not in self._in_flight:
                 batch = list(self._purges.values())
                 self._purges.clear()
                 self._in_flight[_PURGING] = self._pool.submit(self._purge_all, batch)
-        if not self._backlog and (self._text_names or self._text_sweep):
-            self.wake.set()  # more words to look at: the next page, once there is room
+        # Nothing more is asked for here: a worker that finishes wakes this thread.
 
-    def _text_updates(self) -> list[TextUpdate]:
+    def _text_updates(self, busy: set[tuple[str, int]]) -> list[TextUpdate]:
         """The next words to send: of the rows named since the last look, then the
-        next page of a sweep."""
-        with self._lock:
-            names = list(self._text_names)[:500]
-            self._text_names.difference_update(names)
-            sweep, after = self._text_sweep, self._text_after
-        if names:
-            return self.store.text_updates_due(names=names)
-        if not sweep:
-            return []
-        page = self.store.text_updates_due(after_id=after, limit=TEXT_PAGE)
-        with self._lock:
-            if page:
-                self._text_after = page[-1].id
+        next page of a sweep; the first of these with any, or none."""
+        while True:
+            with self._lock:
+                names = list(self._text_names)[:500]
+                self._text_names.difference_update(names)
+                sweep, after, generation = self._text_sweep, self._text_after, self._sweeps
+            if names:
+                found = self.store.text_updates_due(names=names)
+            elif sweep:
+                found = self.store.text_updates_due(after_id=after, limit=TEXT_PAGE)
+                with self._lock:
+                    if generation == self._sweeps:  # not restarted meanwhile
+                        self._text_after = found[-1].id if found else 0
+                        self._text_sweep = bool(found)
             else:
-                self._text_sweep = False
-        return page
+                return []
+            found = [u for u in found if ("text", u.id) not in busy]
+            if found:
+                return found
 
     def _purge_all(self, rows: list[GoneRow]) -> None:
         done = 0
         try:
             for row in rows:
-                if self.uploader.purge(row) == "waiting":
-                    break  # the site is in trouble: the rest wait for it
+                if self._stopping.is_set() or self.uploader.purge(row) == "waiting":
+                    break  # the site is in trouble (or we stop): the rest wait
                 done += 1
         except DatabaseUnavailable as exc:
             self.outage.failed(exc)
@@ -258,8 +280,13 @@ class UploadDispatcher:
                     self.stats.add("uploaded")
                 elif outcome == "failed":
                     self.stats.add("upload_failed")
-            elif self.uploader.update_text(work) == "gone":
-                self.new_rows()  # its rows are due for upload again
+            else:
+                outcome = self.uploader.update_text(work)
+                if outcome == "gone":
+                    self.new_rows()  # its rows are due for upload again
+                elif outcome == "waiting":
+                    with self._lock:  # sent once the site is back
+                        self._text_names.add(work.file_name)
         except DatabaseUnavailable as exc:
             self.outage.failed(exc)  # the row still says what is left to do
         except Exception:

@@ -29,10 +29,10 @@ from requests.adapters import HTTPAdapter
 from imgwatch.errors import ConfigError, SiteCondition, TransientError, UploadError
 from imgwatch.wpanswers import (
     AUTH_ADVICE,
-    SETTINGS_KINDS,
     classify,
     connection_condition,
     unexpected_success,
+    wp_error,
 )
 
 log = logging.getLogger(__name__)
@@ -221,9 +221,13 @@ class MediaClient:
             )
         except requests.RequestException as exc:
             raise connection_condition(exc, self.host, self.timeout) from None
+        if not 200 <= resp.status_code < 300:
+            # A maintenance page, a proxy's error: a condition to wait out, not proof
+            # that there is no API.
+            raise classify(resp, "discovery", user=self.user, site=self.api_url)
         link = resp.links.get(API_LINK_REL, {}).get("url")
         if link:
-            return ApiRoot.from_discovered(link)
+            return self._same_site(ApiRoot.from_discovered(link))
         candidate = ApiRoot(resp.url.split("?")[0] if resp.url else site, rest_route=True)
         url, params = candidate.url("/")
         try:
@@ -235,6 +239,17 @@ class MediaClient:
         except (requests.RequestException, ValueError):
             pass
         raise ConfigError(f"no WordPress REST API found at {self.api_url}")
+
+    def _same_site(self, root: ApiRoot) -> ApiRoot:
+        """The discovered root, if it is on the configured host (http may become
+        https, never the other way): the credentials go nowhere else."""
+        want, got = urlsplit(self.api_url), urlsplit(root.base)
+        if got.netloc == want.netloc and got.scheme in {want.scheme, "https"}:
+            return root
+        raise ConfigError(
+            f"WordPress at {self.api_url} says its REST API is at {root.base}; set "
+            "IMGWATCH_WP_API_URL to it if that is right"
+        )
 
     # --- the calls ----------------------------------------------------------------
 
@@ -254,8 +269,8 @@ class MediaClient:
         except UploadError as exc:  # unsure, or a refusal no probe should get
             detail = str(exc).removeprefix("WordPress probe: ")
             return SiteCondition("no_answer", f"WordPress is not answering properly ({detail})")
-        except ConfigError as exc:  # discovery found no API at a bare site URL
-            return SiteCondition("no_api", str(exc))
+        except ConfigError as exc:  # discovery: no API at a bare site URL, or elsewhere
+            return SiteCondition("no_api", str(exc), settings=True)
         caps = me.get("capabilities", {}) if isinstance(me, dict) else None
         if not isinstance(caps, dict):
             return unexpected_success(resp, "probe", "the user's profile")
@@ -264,6 +279,7 @@ class MediaClient:
                 "not_allowed",
                 f"WordPress user {self.user!r} may not upload files (needs the upload_files "
                 "capability, e.g. the Author role)",
+                settings=True,
             )
         return None
 
@@ -277,7 +293,7 @@ class MediaClient:
             raise ConfigError(
                 f"WordPress at {self.api_url} refused user {self.user!r} (401). " + AUTH_ADVICE
             )
-        if condition.kind in SETTINGS_KINDS:
+        if condition.settings:
             raise ConfigError(str(condition))
         raise condition
 
@@ -401,11 +417,8 @@ class MediaClient:
 
 def _is_json_error(resp: requests.Response) -> bool:
     """A 404 from WordPress itself (rest_post_invalid_id …), not from a server in front."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("code") not in (None, "rest_no_route")
+    error = wp_error(resp)
+    return error is not None and error[0] != "rest_no_route"
 
 
 def _media(item: Any) -> Media:

@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +26,7 @@ from typing import TypeVar
 
 from imgwatch.deletions import Deletions, GoneRow
 from imgwatch.errors import DatabaseUnavailable
+from imgwatch.filters import ImageNameFilter
 from imgwatch.processor import FileProcessor, row_name, unstorable_reason
 from imgwatch.scanner import examine
 from imgwatch.store import (
@@ -37,7 +39,7 @@ from imgwatch.store import (
     KnownFile,
     chunks,
 )
-from imgwatch.walker import find_one
+from imgwatch.walker import find_one, walk
 
 log = logging.getLogger(__name__)
 
@@ -336,13 +338,14 @@ class FileWorkers:
 class Writer:
     """Applies ops in order on one thread; consecutive upserts share a transaction.
 
-    Deletes are gathered into a run and settled once no delete came for RUN_QUIET
-    seconds (or the run is RUN_MAX old): a run is judged as a whole by the
-    mass-deletion guard (deletions.py). A file back meanwhile (an editor's save, a
-    sync tool refilling the folder) is not deleted at all."""
+    Deletes are gathered into a run and settled once no delete came for
+    `run_quiet` seconds (or the run is RUN_MAX old). A run is judged by the
+    mass-deletion guard (deletions.py) together with the runs of the DELETE_WINDOW
+    before it, so that a wipe spread over many runs is held too. A file back
+    meanwhile (an editor's save, a sync tool refilling the folder) is not deleted."""
 
-    RUN_QUIET = 2.0
     RUN_MAX = 30.0
+    DELETE_WINDOW = 600.0
 
     def __init__(
         self,
@@ -352,9 +355,11 @@ class Writer:
         stats: Stats,
         batch_size: int,
         deletions: Deletions,
+        accept: ImageNameFilter,
         on_rows: Callable[[list[ImageRecord]], None],
         release: Callable[[Iterable[str]], None] = lambda _names: None,
         outage: Outage | None = None,
+        run_quiet: float = 2.0,
     ) -> None:
         self.outage = outage or Outage()
         self.root = root
@@ -364,15 +369,20 @@ class Writer:
         self.stats = stats
         self.batch_size = batch_size
         self.deletions = deletions
+        self.accept = accept
         self.on_rows = on_rows
+        self.run_quiet = run_quiet
         self.ops: queue.Queue[Op | None] = queue.Queue(maxsize=max(100, batch_size * 2))
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._stopping = threading.Event()
-        # The run of deletes being gathered: names (with their row when known) and
-        # directories, when it began and when its last delete came.
-        self._gone: dict[str, KnownFile | None] = {}
+        # The run of deletes being gathered (names and directories), when it began
+        # and when its last delete came.
+        self._gone: set[str] = set()
         self._gone_dirs: set[str] = set()
         self._run_began = self._run_last = 0.0
+        # Runs settled within DELETE_WINDOW: (when, rows); and the live rows before them.
+        self._recent: deque[tuple[float, int]] = deque()
+        self._window_base = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -400,15 +410,18 @@ class Writer:
             batch, done = taken
             if batch:
                 self._with_retry(partial(self._apply, batch), batch)
-            if (self._gone or self._gone_dirs) and (done or self._run_due_in() == 0.0):
+            if self._run_due_in() == 0.0 and not done:
                 self._with_retry(self._settle_run, [])
+        # Deletes not settled yet are left to the next start's reconcile, which sees
+        # the whole tree (a stop in the middle of a wipe must not apply half of it).
+        self._forget_run()
 
     def _run_due_in(self) -> float | None:
         """Seconds until the run of deletes is to be settled; None without one."""
         if not (self._gone or self._gone_dirs):
             return None
         now = time.monotonic()
-        due = min(self._run_last + self.RUN_QUIET, self._run_began + self.RUN_MAX)
+        due = min(self._run_last + self.run_quiet, self._run_began + self.RUN_MAX)
         return max(0.0, due - now)
 
     def _with_retry(self, action: Callable[[], None], batch: list[Op]) -> None:
@@ -474,6 +487,8 @@ class Writer:
         self.on_rows(records)
 
     def _rename(self, op: Rename) -> None:
+        # `rm x; mv y x`: x's row goes first (y's row, and its media, move to x).
+        self._settle_before_move(lambda n: n in (op.old, op.new))
         # A new name no row can hold gets its own (rejected) row when it is looked at.
         if unstorable_reason(op.new) is None and self.store.rename(row_name(op.old), op.new):
             log.info("moved %r -> %r", op.old, op.new)
@@ -481,6 +496,11 @@ class Writer:
             self._note_gone(op.old)  # no row to move, or the new name has its own row
 
     def _rename_dir(self, op: RenameDir) -> None:
+        # `rm -rf d; mv d.new d`, or a file deleted just before its directory moved:
+        # the deleted rows go first, so that the rows that move are the files'.
+        self._settle_before_move(
+            lambda n: n.startswith(op.old_prefix) or n.startswith(op.new_prefix)
+        )
         if unstorable_reason(op.old_prefix) or unstorable_reason(op.new_prefix):
             self._note_gone_dir(row_name(op.old_prefix))
             return
@@ -492,16 +512,16 @@ class Writer:
             self._note_gone(name)
 
     def _note_gone(self, key: str) -> None:
-        self._gone.setdefault(key, None)
         self._noted()
+        self._gone.add(key)
 
     def _note_gone_dir(self, prefix: str) -> None:
-        self._gone_dirs.add(prefix)
         self._noted()
+        self._gone_dirs.add(prefix)
 
     def _noted(self) -> None:
         now = time.monotonic()
-        if len(self._gone) + len(self._gone_dirs) == 1:
+        if not (self._gone or self._gone_dirs):
             self._run_began = now
         self._run_last = now
 
@@ -509,24 +529,46 @@ class Writer:
         self._gone.clear()
         self._gone_dirs.clear()
 
-    def _settle_run(self) -> None:
-        """The run of deletes is over: its rows whose file is still gone, judged as a
-        whole (held, or settled as IMGWATCH_ON_DELETE says)."""
+    def _settle_before_move(self, touched: Callable[[str], bool]) -> None:
+        """A move is about to be applied: if the run holds deletes of names it
+        touches, settle the run first; the files at those names now are the moved
+        ones, not the deleted ones."""
+        if any(touched(name) for name in (*self._gone, *self._gone_dirs)):
+            self._settle_run(replaced=touched)
+
+    def _settle_run(self, replaced: Callable[[str], bool] = lambda _name: False) -> None:
+        """The run of deletes is over: its rows whose file is still gone (or was
+        replaced by a move), judged by the guard with the runs just before it."""
         rows: dict[str, KnownFile] = {}
-        names = [row_name(key) for key in self._gone]
-        for chunk in chunks(names, LOOKUP_CHUNK):
+        for chunk in chunks([row_name(key) for key in self._gone], LOOKUP_CHUNK):
             rows.update(self.store.lookup_many(chunk))
         for prefix in self._gone_dirs:
             rows.update(self.store.rows_under(prefix))
+        self._forget_run()
         keep_missing = self.deletions.policy == "missing"
         gone = [
             GoneRow(row.id, name)
             for name, row in rows.items()
             # back already (a save that replaces the file): its own event follows
-            if not os.path.lexists(os.path.join(self.root, name))
+            if (replaced(name) or not os.path.lexists(os.path.join(self.root, name)))
             and not (keep_missing and row.status == MISSING)
         ]
-        if gone:
-            settled, _held = self.deletions.settle(gone, self.store.count_live(), whole_tree=False)
+        if not gone:
+            return
+        now = time.monotonic()
+        while self._recent and now - self._recent[0][0] > self.DELETE_WINDOW:
+            self._recent.popleft()
+        # Rows marked missing before (forgotten or purged now) were not counted live.
+        live = self.store.count_live() + sum(1 for r in rows.values() if r.status == MISSING)
+        if not self._recent:
+            self._window_base = live
+        settled, _held = self.deletions.settle(
+            gone,
+            max(live, self._window_base),
+            whole_tree=False,
+            empty_tree=next(walk(self.root, self.accept), None) is None,
+            earlier=sum(n for _, n in self._recent),
+        )
+        if settled:
+            self._recent.append((now, settled))
             self.stats.add("missing", settled)
-        self._forget_run()

@@ -35,8 +35,11 @@ REFUSED_FILE_CODES = frozenset({"rest_upload_sideload_error", "rest_upload_unkno
 RETRY_CODES = frozenset({"rest_upload_hash_mismatch"})
 # JSON errors that are about the user, not the file: every upload would get them.
 NOT_ALLOWED_CODES = frozenset({"rest_cannot_create", "rest_forbidden", "rest_cannot_edit"})
-# Multisite: the site's upload quota is used up; no file fits until space is freed.
-NO_SPACE_CODES = frozenset({"rest_upload_limited_space"})
+# Multisite: the site's or the user's upload quota is used up; no file fits until
+# space is freed.
+NO_SPACE_CODES = frozenset({"rest_upload_limited_space", "rest_upload_user_quota_exceeded"})
+# A Retry-After beyond this (a day) is taken as this: a header is no reason to stop.
+RETRY_AFTER_MAX = 86400.0
 
 AUTH_ADVICE = (
     "WordPress accepts only an Application Password over the REST API, not the login "
@@ -48,23 +51,19 @@ BODY_LIMIT_ADVICE = (
     "and post_max_size)"
 )
 
-# SiteCondition kinds that mean "the settings are wrong" when seen at start: a typo
-# in the password or the address should stop the daemon (exit 78), not wait silently.
-SETTINGS_KINDS = frozenset({"unauthorized", "refused_user", "redirect", "no_api", "not_allowed"})
-
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (seconds or an HTTP date), or None."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # "²".isdigit() is true, and no number
+        return min(float(value), RETRY_AFTER_MAX)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), RETRY_AFTER_MAX)
 
 
 def wp_error(resp: requests.Response) -> tuple[str, str] | None:
@@ -134,6 +133,11 @@ def _by_status(
 ) -> PermanentError | SiteCondition | None:
     """The answers whose status alone says what they mean."""
     status = resp.status_code
+    if status == 414:
+        return PermanentError(
+            "the web server in front of WordPress refused the request line (414 URI Too "
+            "Long): the file's text fields are longer than it takes"
+        )
     if status == 413:
         size = f"a file of {body_bytes / 2**20:.1f} MB" if body_bytes is not None else "a file"
         return PermanentError(
@@ -152,6 +156,7 @@ def _by_status(
             f"WordPress refuses the Application Password of user {user!r} "
             f"(401{_code(error)}): it may have been revoked, or a plugin disables "
             "Application Passwords",
+            settings=True,
         )
     if status == 404 and (error is None or error[0] == "rest_no_route"):
         return SiteCondition(
@@ -159,6 +164,8 @@ def _by_status(
             f"WordPress answers 404{_code(error) or ' with ' + page_kind(resp)} at "
             f"{site}: no REST API there (the address is wrong, or a plugin "
             "disables the REST API)",
+            # WordPress itself saying so; a proxy's 404 page may be passing.
+            settings=error is not None,
         )
     return None
 
@@ -183,15 +190,21 @@ def _by_code(
     status: int, code: str, message: str, *, action: str, user: str
 ) -> TransientError | PermanentError | SiteCondition:
     """A 4xx with WordPress's own JSON error: about the user, the site, or the file."""
+    if status == 403 and action in _ITEM_ACTIONS:
+        # Updating or deleting one media item (of another user, say): that item only.
+        return PermanentError(f"WordPress {action}: 403 {code}: {message}")
     if status == 403:
         return SiteCondition(
-            "refused_user", f"WordPress refuses user {user!r} (403 {code}: {message})"
+            "refused_user",
+            f"WordPress refuses user {user!r} (403 {code}: {message})",
+            settings=True,
         )
     if code in NOT_ALLOWED_CODES:
         return SiteCondition(
             "not_allowed",
             f"WordPress user {user!r} may not upload files ({status} {code}): give it the "
             "upload_files capability (e.g. the Author role)",
+            settings=True,
         )
     if code in NO_SPACE_CODES:
         return SiteCondition(
@@ -219,6 +232,7 @@ def redirect_condition(resp: requests.Response, site: str) -> SiteCondition:
         "redirect",
         f"WordPress at {site} redirects to {suggested_api_url(target)}; "
         "set IMGWATCH_WP_API_URL to it",
+        settings=True,
     )
 
 
@@ -247,7 +261,7 @@ def connection_condition(
             "unreachable",
             f"cannot connect to WordPress at {host}: no answer within {timeout[0]:g} s",
         )
-    if isinstance(exc, requests.exceptions.SSLError):
+    if isinstance(exc, requests.exceptions.SSLError) and _tls_setup(exc):
         return SiteCondition("tls", f"TLS with WordPress at {host} failed: {reason(exc)}")
     if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
         return SiteCondition("unreachable", f"cannot connect to WordPress at {host}: {reason(exc)}")
@@ -256,6 +270,14 @@ def connection_condition(
     if isinstance(exc, requests.ConnectionError):
         return TransientError(f"connection dropped: {reason(exc)}")
     return TransientError(reason(exc))
+
+
+def _tls_setup(exc: BaseException) -> bool:
+    """A TLS failure in the handshake (a certificate, a protocol): every request would
+    meet it. One in the middle of a request (a proxy cutting a large body short) is
+    unsure, like any connection dropped."""
+    text = str(exc).lower()
+    return any(w in text for w in ("certificate", "handshake", "wrong version", "hostname"))
 
 
 def _never_connected(exc: BaseException) -> bool:
@@ -273,6 +295,10 @@ def _never_connected(exc: BaseException) -> bool:
 
 
 _NO_CONNECTION_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+# Actions on one existing media item: a JSON 403 to them is about that item.
+_ITEM_ACTIONS = frozenset({"update", "delete"})
 
 
 def _is_storage_race(code: str, message: str) -> bool:

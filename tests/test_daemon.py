@@ -349,13 +349,14 @@ def test_purge_policy_deletes_the_media_too(
     db = mariadb.create_database()
     site = live_wordpress
     write_image(image_dir / "short-lived.jpg")
+    write_image(image_dir / "stays.jpg")  # a tree left empty would be held (the guard)
     with start(tmp_path, image_dir, db, on_delete="purge", **wp_settings(site)) as daemon:
         row = wait_rows(db, lambda r: bool(r.get("short-lived.jpg", {}).get("wp_url")))[
             "short-lived.jpg"
         ]
         count = site.media_count()
         (image_dir / "short-lived.jpg").unlink()
-        wait_rows(db, lambda r: not r)
+        wait_rows(db, lambda r: set(r) == {"stays.jpg"})
         wait_for(lambda: site.media_count() == count - 1, 30, "the media item deleted")
         assert daemon.stop() == 0
     assert f"deleted media {row['wp_media_id']} of 'short-lived.jpg'" in daemon.log()

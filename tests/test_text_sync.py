@@ -125,13 +125,45 @@ def test_new_words_from_the_file_replace_its_old_ones_but_not_a_persons(
     assert row(store, "p.jpg")["alt_text"] == "Alt"
 
 
-def test_rows_from_before_the_digest_keep_their_words(store: ImageStore) -> None:
+def test_rows_from_before_the_digest_keep_their_words_once(store: ImageStore) -> None:
     # The original service's values, or an older imgwatch's: no file_text_digest.
     store.upsert([record("o.jpg", "Original")])
     set_row(store, "o.jpg", file_text_digest=None, title="Set by the old service")
     store.upsert([record("o.jpg", "From the file")])
     assert row(store, "o.jpg")["title"] == "Set by the old service"
-    assert row(store, "o.jpg")["file_text_digest"] is not None  # from now on, known
+    # From now on the row's words count as the file's: the next change is followed.
+    store.upsert([record("o.jpg", "From the file, changed")])
+    assert row(store, "o.jpg")["title"] == "From the file, changed"
+
+
+def test_a_file_first_recorded_unreadable_follows_its_words_once_read(
+    store: ImageStore,
+) -> None:
+    # A rejected or failed read records the defaults, with their digest.
+    rejected = record("r.jpg", "r.jpg", status="rejected", sha256=None)
+    store.upsert([rejected])
+    store.upsert([record("r.jpg", "The embedded title")])
+    assert row(store, "r.jpg")["title"] == "The embedded title"
+
+
+def test_anything_a_person_stores_in_a_text_column_is_digested(store: ImageStore) -> None:
+    store.upsert([record("b.jpg", "B")])
+    uploaded(store, "b.jpg", 3)
+    if store.dialect == "sqlite":  # SQLite stores what it is given: a blob, a number
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE images SET title = X'c3a9', caption = 42 WHERE file_name = 'b.jpg'"
+            )
+    else:  # the original service's table may have latin1 columns
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE images MODIFY title VARCHAR(255) CHARACTER SET latin1"
+            )
+            conn.exec_driver_sql("UPDATE images SET title = 'caf\u00e9' WHERE file_name='b.jpg'")
+    (due,) = store.text_updates_due()  # no error, and the same digest as Python's
+    assert store.record_text_sent(due.id, 3, text_digest(*due.values))
+    assert store.text_updates_due() == []
+    store.upsert([record("b.jpg", "B")])  # and the upsert's comparison works too
 
 
 def test_which_rows_are_due_and_which_fields(store: ImageStore) -> None:
@@ -151,8 +183,11 @@ def test_which_rows_are_due_and_which_fields(store: ImageStore) -> None:
     # b and c share media 2: b, the first, speaks for it; c's edit stays in c's row...
     set_row(store, "c.jpg", title="C edited")
     assert store.text_updates_due() == []
-    # ... until b is gone: then c's words are the item's.
+    # ... until b is gone (or no longer done: failed, rejected): then c's words are the
+    # item's.
     set_row(store, "b.jpg", status=MISSING)
+    assert [u.file_name for u in store.text_updates_due()] == ["c.jpg"]
+    set_row(store, "b.jpg", status="rejected")
     assert [u.file_name for u in store.text_updates_due()] == ["c.jpg"]
     # Unknown (a linked item, retry FILE): everything is sent.
     set_row(store, "a.jpg", wp_text_digest=UNKNOWN)

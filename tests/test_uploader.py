@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -322,6 +323,13 @@ class FakeClient:
         self.stored[kw["slug"]] = media
         return media, {}
 
+    def delete(self, media_id: int) -> bool:
+        self.calls.append("delete")
+        step = self.script.pop(0)
+        if step == "503":
+            raise TransientError("WordPress delete: 503 (no message)")
+        return True
+
 
 def job_for(store: ImageStore, image_dir: Path) -> UploadJob:
     path = write_image(image_dir / "u.jpg")
@@ -481,7 +489,7 @@ def test_pause_probes_with_capped_backoff_and_says_it_once(
     assert pause.seconds_to_probe() == 10
     assert "answered the probe, not the upload" in caplog.text
     pause.resume()
-    pause.upload_worked()
+    pause.worked()
     pause.report(firewall)
     assert pause.seconds_to_probe() == 2
 
@@ -533,3 +541,90 @@ def test_a_site_condition_stops_a_rescan_with_one_line(
     assert {r["status"] for r in rows(db).values()} == {PENDING}
     up = rescan(image_dir, db, live_wordpress)  # the site healthy: the next run does it
     assert up.returncode == 0 and "5 uploaded" in up.stdout
+
+
+def test_a_condition_only_one_file_meets_fails_that_file_alone(
+    store: ImageStore, image_dir: Path
+) -> None:
+    # A firewall rule that blocks this one upload: the site answers its probe, the
+    # file meets the 403 page again and again.
+    client = FakeClient(["firewall"] * 10)
+    up = make_uploader(client, store, image_dir)
+    job = job_for(store, image_dir)
+    outcomes: list[str] = []
+    while not outcomes or outcomes[-1] == "waiting":
+        outcomes.append(up.upload(job))
+        up.pause.resume()  # the probe passed
+        (job,) = store.due_uploads() or (job,)
+    assert outcomes == ["waiting"] * 3 + ["failed"]
+    row = store.get("u.jpg") or {}
+    assert row["status"] == FAILED and row["next_attempt_at"] is not None
+    assert "to this file only" in row["last_error"]
+
+
+def test_a_purge_whose_delete_fails_keeps_the_row_missing_with_the_reason(
+    store: ImageStore, image_dir: Path
+) -> None:
+    from imgwatch.deletions import GoneRow
+
+    job = job_for(store, image_dir)
+    store.record_upload(job, 7, "http://wp/x.jpg", "")
+    (image_dir / "u.jpg").unlink()
+    client = FakeClient(["503"] * 3)  # the site answers its probe: this item's trouble
+    up = make_uploader(client, store, image_dir)
+    assert up.purge(GoneRow(job.id, "u.jpg")) == "failed"
+    row = store.get("u.jpg") or {}
+    assert row["status"] == "missing" and "could not delete media 7" in row["last_error"]
+    assert up.pause.condition is None
+
+
+def test_a_claim_taken_over_is_not_given_back(store: ImageStore, image_dir: Path) -> None:
+    job = job_for(store, image_dir)
+    assert store.mark_uploading(job, "host-a:1", lease=600)
+    assert not store.release_upload(job, "host-b:2")  # not b's claim
+    assert store.release_upload(job, "host-a:1")
+    assert (store.get("u.jpg") or {})["status"] == PENDING
+
+
+class SlowUploader:
+    """Stands in for the Uploader in the dispatcher: an upload that takes its time."""
+
+    workers = 2
+    owner = "host:1"
+
+    def __init__(self) -> None:
+        self.pause = UploadPause()
+        self.release = threading.Event()
+        self.texts: list[str] = []
+
+    def upload(self, job: UploadJob) -> str:
+        self.release.wait(30)
+        return "done"
+
+    def update_text(self, update: Any) -> str:
+        self.texts.append(update.file_name)
+        return "updated"
+
+
+def test_the_dispatcher_does_not_spin_while_an_upload_is_under_way(
+    store: ImageStore, image_dir: Path
+) -> None:
+    from imgwatch.uploads import UploadDispatcher
+    from imgwatch.workers import Stats
+
+    job_for(store, image_dir)  # a pending row: due, and soon under way
+    up = SlowUploader()
+    dispatcher = UploadDispatcher(up, store, Stats())  # type: ignore[arg-type]
+    try:
+        dispatcher.sweep_text()
+        dispatcher.wake.clear()
+        dispatcher._dispatch()
+        assert dispatcher.in_flight() == 1
+        # The row under way is due too; it is not taken for new work, and nothing
+        # asks for another round at once: the worker wakes the thread when it is done.
+        for _ in range(3):
+            dispatcher._dispatch()
+            assert dispatcher.in_flight() == 1 and not dispatcher.wake.is_set()
+    finally:
+        up.release.set()
+        dispatcher._pool.shutdown(wait=True)  # its thread was never started

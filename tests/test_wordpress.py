@@ -63,6 +63,8 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
+    assert parse_retry_after("\u00b2") is None  # a digit to str.isdigit(), no number
+    assert parse_retry_after("99999999999") == 86400.0  # a day at most
     past = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
     assert past == 0.0
 
@@ -119,6 +121,8 @@ HTML = b"<!DOCTYPE html><html><body>page</body></html>"
         (429, b"", "site:rate_limited"),
         (400, b'{"code":"rest_cannot_create","message":"no"}', "site:not_allowed"),
         (400, b'{"code":"rest_upload_limited_space","message":"full"}', "site:no_space"),
+        (400, b'{"code":"rest_upload_user_quota_exceeded","message":"quota"}', "site:no_space"),
+        (414, HTML, "file"),
         (400, HTML, "site:not_wordpress"),
         (301, b"", "site:redirect"),
         (302, b"", "site:redirect"),
@@ -165,6 +169,14 @@ def test_redirect_target_is_given_as_the_media_endpoint() -> None:
         "https://n.example/?rest_route=/wp/v2/media"
     )
     assert suggested_api_url("https://n.example/login") == "https://n.example/login"
+
+
+@pytest.mark.parametrize("action", ["update", "delete"])
+def test_a_403_about_one_media_item_is_that_items(action: str) -> None:
+    # An Author may not edit or delete another user's media: that item, not the site.
+    body = b'{"code":"rest_cannot_delete","message":"Sorry, you are not allowed"}'
+    assert isinstance(classify(fake_response(403, body), action), PermanentError)
+    assert isinstance(classify(fake_response(403, body), "upload"), SiteCondition)
 
 
 def test_error_message_carries_wordpress_code_and_words() -> None:
@@ -427,3 +439,21 @@ def test_update_fields_in_place_and_a_deleted_item(
     assert client.delete(media.id)
     with pytest.raises(MediaGone):
         client.update_fields(media.id, {"title": "Again"})
+
+
+def test_a_maintenance_page_at_a_bare_site_url_is_waited_out_not_fatal(
+    live_wordpress: WordPress, proxy: FaultProxy
+) -> None:
+    proxy.mode = "error"
+    with pytest.raises(SiteCondition) as info:
+        client_for(live_wordpress, proxy.url).preflight()
+    assert not info.value.settings
+
+
+def test_a_discovered_api_on_another_host_gets_no_credentials(
+    live_wordpress: WordPress, proxy: FaultProxy
+) -> None:
+    # The site's Link header names WordPress's own address, not the one configured.
+    with pytest.raises(ConfigError, match=r"says its REST API is at http://127\.0\.0\.1:\d+/"):
+        client_for(live_wordpress, proxy.url).preflight()
+    assert not any(auth for _, _, auth in proxy.seen)  # discovery asks without them
