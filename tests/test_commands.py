@@ -354,6 +354,28 @@ def test_check_with_wordpress(image_dir: Path, db_url: URL, live_wordpress: Word
     assert refused.stdout.endswith("check: failed\n")
 
 
+def test_a_moved_site_is_named_by_check_and_stops_the_daemon_at_start(
+    image_dir: Path, tmp_path: Path, live_wordpress: WordPress
+) -> None:
+    from tests.faultproxy import FaultProxy
+
+    db = URL.create("sqlite", database=str(tmp_path / "moved.db"))
+    proxy = FaultProxy(live_wordpress.url)
+    proxy.mode, proxy.redirect_to = "redirect301", live_wordpress.url
+    try:
+        env = wp_env(live_wordpress, IMGWATCH_WP_API_URL=proxy.url + "/wp-json/wp/v2/media")
+        said = (
+            f"WordPress at {proxy.url}/wp-json/wp/v2/media redirects to "
+            f"{live_wordpress.url}/wp-json/wp/v2/media; set IMGWATCH_WP_API_URL to it"
+        )
+        checked = imgwatch("check", image_dir=image_dir, db=db, **env)
+        assert checked.returncode == 78 and f"problem: {said}\n" in checked.stdout
+        daemon = imgwatch(image_dir=image_dir, db=db, **env)  # the daemon, at start
+        assert daemon.returncode == 78 and said in daemon.stderr
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

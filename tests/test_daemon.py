@@ -340,6 +340,7 @@ def test_daemon_uploads_dropped_files_once_and_moves_do_not_reupload(
     assert moved["renamed.png"]["wp_url"] == rows["new.png"]["wp_url"]
     assert moved["renamed.png"]["status"] == DONE
     assert site.media_count() == media_before + 2  # the move uploaded nothing
+    assert " in WordPress (media " not in daemon.log()  # and updated no words
     assert "Traceback" not in daemon.log()
 
 

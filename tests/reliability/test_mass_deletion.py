@@ -144,8 +144,9 @@ def test_a_vanished_tree_is_held_then_restored_or_confirmed(
     assert "Traceback" not in daemon.log()
 
 
+@pytest.mark.parametrize("mode", ["missing", "forget", "purge"])
 def test_a_wrong_image_directory_deletes_nothing(
-    tmp_path: Path, image_dir: Path, mariadb: MariaDB, live_wordpress: WordPress
+    tmp_path: Path, image_dir: Path, mariadb: MariaDB, live_wordpress: WordPress, mode: str
 ) -> None:
     db = mariadb.create_database()
     site = live_wordpress
@@ -157,7 +158,8 @@ def test_a_wrong_image_directory_deletes_nothing(
     # A typo in IMGWATCH_IMAGE_DIR: another folder, with a few files of its own.
     other = tmp_path / "other"
     write_image(other / "stray.jpg")
-    wrong = {**env, "IMGWATCH_IMAGE_DIR": str(other), "IMGWATCH_ON_DELETE": "purge"}
+    env["IMGWATCH_ON_DELETE"] = mode
+    wrong = {**env, "IMGWATCH_IMAGE_DIR": str(other)}
     rescanned = run("--rescan", env=wrong)
     assert rescanned.returncode == 1  # deletes nothing, and says so in its exit code
     assert f"; {FILES} deletion(s) held" in rescanned.stdout
@@ -170,7 +172,7 @@ def test_a_wrong_image_directory_deletes_nothing(
     settings = {
         **wp_settings(site),
         **GUARD,
-        "on_delete": "purge",
+        "on_delete": mode,
         "metrics_listen": f"127.0.0.1:{port}",
     }
     with start(tmp_path, other, db, **settings) as daemon:
@@ -180,13 +182,15 @@ def test_a_wrong_image_directory_deletes_nothing(
     assert same({n: kept[n] for n in before}) == same(before)
     # The right directory again: the album is back, nothing happened to it; the one
     # row still gone (stray.jpg's) is settled once a second look finds it gone too.
-    righted = run("--rescan", env={**env, "IMGWATCH_ON_DELETE": "purge"})
+    righted = run("--rescan", env=env)
     assert "1 row(s) still gone" in righted.stderr and righted.returncode == 1
-    righted = run("--rescan", env={**env, "IMGWATCH_ON_DELETE": "purge"})
+    righted = run("--rescan", env=env)
     assert "deletions no longer held: most files are back" in righted.stderr
     kept = rows_by_name(db)
     assert same({n: kept[n] for n in before}) == same(before)
-    assert site.media_count() == media  # stray.jpg's row is purged (and its item)
+    # stray.jpg's row: marked missing, forgotten, or purged with its media item.
+    assert ("stray.jpg" in kept) is (mode == "missing")
+    assert site.media_count() == media + (mode != "purge")
 
 
 def mount(*args: str) -> None:
