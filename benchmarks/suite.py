@@ -180,11 +180,12 @@ class Daemon:
     """The daemon as systemd runs it (default log level), once its startup
     reconcile is over: what the scenarios time starts in a running daemon."""
 
-    def __init__(self, image_dir: Path, db: Path) -> None:
+    def __init__(self, image_dir: Path, db: Path, **settings: str) -> None:
         env = {
             "IMGWATCH_IMAGE_DIR": str(image_dir),
             "IMGWATCH_DB_URL": f"sqlite:///{db}",
             "IMGWATCH_QUIET_PERIOD": str(QUIET),
+            **{f"IMGWATCH_{k.upper()}": v for k, v in settings.items()},
         }
         self.db = db
         self.daemon = DaemonProcess(db.parent / f"{db.stem}-daemon", env)
@@ -378,7 +379,8 @@ def memory_over_time(work: Path, per_wave: int, waves: int) -> Row:
     as many. Bounded queues and caches mean no growth with the files processed."""
     tree = work / "s7"
     tree.mkdir()
-    daemon = Daemon(tree, work / "s7.db")
+    # An inbox: every wave is removed whole, which the mass-deletion guard would hold.
+    daemon = Daemon(tree, work / "s7.db", delete_guard_share="1")
     rss: dict[int, int] = {}
     try:
         for wave in range(1, 2 * waves + 1):
