@@ -96,7 +96,8 @@ def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uplo
         delete_replaced=settings.wp_delete_replaced,
         reupload_deleted=settings.wp_reupload_deleted,
         pause=UploadPause(probe_max=settings.wp_probe_max),
-        lease=settings.wp_retries * per_try + 60,
+        # And one more: the probe that follows used-up retries, and finishing a 500.
+        lease=(settings.wp_retries + 1) * per_try + 60,
     )
 
 
