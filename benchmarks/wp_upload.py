@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from imgwatch.config import load_settings  # noqa: E402
-from imgwatch.service import rescan  # noqa: E402
+from imgwatch.pipeline import rescan  # noqa: E402
 from tests.servers import MariaDB, WordPress  # noqa: E402
 
 

@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from imgwatch import __version__
-from imgwatch.checkup import run_check
-from imgwatch.commands import run_retry, run_status
+from imgwatch.commands.check import run_check
+from imgwatch.commands.dry_run import dry_run_rescan
+from imgwatch.commands.retry import run_retry, run_status
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
-from imgwatch.daemon import Daemon
-from imgwatch.dryrun import dry_run_rescan
+from imgwatch.daemon.app import Daemon
 from imgwatch.errors import ConfigError, ImgwatchError
-from imgwatch.filters import ImageNameFilter
+from imgwatch.files.names import ImageNameFilter
+from imgwatch.files.walk import check_image_dir
 from imgwatch.logsetup import configure_logging
-from imgwatch.progress import rescan_progress
-from imgwatch.service import rescan
-from imgwatch.walker import check_image_dir
+from imgwatch.pipeline import rescan
+from imgwatch.reconcile.progress import rescan_progress
 
 log = logging.getLogger("imgwatch")
 

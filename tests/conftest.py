@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.store import ImageStore
+from imgwatch.db.store import ImageStore
 from tests.servers import MariaDB, ServerUnavailable, WordPress
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import URL
 
-from imgwatch.store import ImageStore
+from imgwatch.db.store import ImageStore
 from tests.servers import SECRETS
 
 T = TypeVar("T")

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch import cli, imaging
-from imgwatch.store import DONE, FAILED, MISSING, ImageStore
+from imgwatch import cli
+from imgwatch.db.store import DONE, FAILED, MISSING, ImageStore
+from imgwatch.files import inspect as imaging
+from tests.db.test_store import make_original_table
 from tests.imagefiles import write_image
 from tests.runner import mysql_env, run
 from tests.servers import HOSTILE_PASSWORD, MariaDB, free_port
-from tests.test_store import make_original_table
 
 
 def test_rescan_on_default_sqlite(tmp_path: Path, image_dir: Path) -> None:
@@ -174,7 +175,7 @@ def test_failed_file_makes_rescan_exit_1(
             raise OSError(errno.EIO, "Input/output error")
         return real(path, max_bytes)
 
-    monkeypatch.setattr("imgwatch.processor.inspect_image", inspect)
+    monkeypatch.setattr("imgwatch.files.decide.inspect_image", inspect)
     assert cli.main(["--rescan", "--image-dir", str(image_dir)]) == 1
     out = capsys.readouterr().out
     assert "1 new" in out and "1 failed" in out

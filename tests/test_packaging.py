@@ -135,7 +135,7 @@ def test_sysctl_snippet_names_real_inotify_settings() -> None:
 
 
 def test_watch_limit_message_points_at_the_shipped_snippet() -> None:
-    from imgwatch.watcher import _limit_error
+    from imgwatch.daemon.watch import _limit_error
 
     error = _limit_error(OSError(28, "No space left on device"))
     assert error is not None and "60-imgwatch.conf" in str(error)

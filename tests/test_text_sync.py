@@ -14,14 +14,14 @@ import requests
 from sqlalchemy import select, update
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE, MISSING, PENDING, ImageRecord, ImageStore, images
+from imgwatch.db.store import DONE, MISSING, PENDING, ImageRecord, ImageStore, images
 from imgwatch.textdigest import UNKNOWN, changed_fields, field_digest, text_digest
+from tests.daemon.test_app import daemon_env, start, wp_settings
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
 from tests.imagefiles import write_image
 from tests.runner import run
 from tests.servers import MariaDB, WordPress
-from tests.test_daemon import daemon_env, start, wp_settings
-from tests.test_uploader import wp_env
+from tests.wordpress.test_uploader import wp_env
 
 AWKWARD = [
     "",
@@ -300,7 +300,7 @@ def test_words_reach_the_same_media_item_from_every_source(
 
 KILL_AT_UPDATE = """
 import os, signal
-from imgwatch import wordpress
+from imgwatch.wordpress import client as wordpress
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

@@ -12,9 +12,9 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE
+from imgwatch.db.store import DONE
+from tests.daemon.test_app import start
 from tests.daemonproc import wait_rows
-from tests.test_daemon import start
 
 ONE_DIR = 3000
 NEW_DIRS = 1500

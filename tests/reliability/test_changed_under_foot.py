@@ -11,10 +11,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE, REJECTED
+from imgwatch.db.store import DONE, REJECTED
+from tests.daemon.test_app import start
 from tests.daemonproc import wait_rows
 from tests.imagefiles import sha256_of, write_image
-from tests.test_daemon import start
 
 
 def test_changes_between_event_and_processing(tmp_path: Path, image_dir: Path, db_url: URL) -> None:

@@ -14,13 +14,13 @@ import pymysql
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch import store as store_module
+from imgwatch.db import store as store_module
+from imgwatch.db.store import DONE, ImageStore
 from imgwatch.errors import DatabaseUnavailable
-from imgwatch.store import DONE, ImageStore
 from tests.daemonproc import DaemonProcess, wait_rows
+from tests.db.test_store import record
 from tests.imagefiles import write_image
 from tests.servers import MariaDB
-from tests.test_store import record
 
 
 def test_a_query_to_a_hung_server_gives_up(

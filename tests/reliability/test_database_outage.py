@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from imgwatch.store import DONE
+from imgwatch.db.store import DONE
+from tests.daemon.test_app import start
 from tests.daemonproc import wait_for, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.servers import MariaDB
-from tests.test_daemon import start
 
 
 def test_database_outage_while_files_arrive(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE
+from imgwatch.db.store import DONE
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import write_image
 

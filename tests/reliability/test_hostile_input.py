@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from imgwatch.processor import row_name
-from imgwatch.store import DONE, REJECTED
+from imgwatch.db.store import DONE, REJECTED
+from imgwatch.files.decide import row_name
+from tests.daemon.test_app import db_env
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.runner import run
-from tests.test_daemon import db_env
 
 RAW_NAME = b"bad-\xff\xfe.jpg"
 LONG_NAME = "d" * 200 + "/" + "n" * 60 + ".jpg"

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE, MISSING
+from imgwatch.db.store import DONE, MISSING
+from tests.daemon.test_app import db_env, start
 from tests.daemonproc import DaemonProcess, wait_for, wait_rows
 from tests.imagefiles import write_image
-from tests.test_daemon import db_env, start
 
 
 def done(names: set[str]) -> Callable[[dict[str, dict[str, Any]]], bool]:

@@ -12,11 +12,11 @@ import signal
 import threading
 from pathlib import Path
 
-from imgwatch.store import DONE
+from imgwatch.db.store import DONE
+from tests.daemon.test_app import daemon_env, wp_settings
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.servers import MariaDB, WordPress
-from tests.test_daemon import daemon_env, wp_settings
 
 FILES = 200
 KILLS = 10

@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE, MISSING
+from imgwatch.db.store import DONE, MISSING
+from tests.daemon.test_app import daemon_env, start, wp_settings
+from tests.daemon.test_http import get, metric, wait_status
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
 from tests.imagefiles import write_image
 from tests.runner import run
 from tests.servers import MariaDB, WordPress, free_port
-from tests.test_daemon import daemon_env, start, wp_settings
-from tests.test_listener import get, metric, wait_status
-from tests.test_uploader import wp_env
+from tests.wordpress.test_uploader import wp_env
 
 FILES = 24
 GUARD = {"delete_guard_min": "10"}

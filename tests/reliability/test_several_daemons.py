@@ -11,11 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from imgwatch.store import DONE, UPLOADING, ImageStore, UploadJob
+from imgwatch.db.store import DONE, UPLOADING, ImageStore, UploadJob
+from tests.daemon.test_app import start, wp_settings
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import write_image
 from tests.servers import MariaDB, WordPress
-from tests.test_daemon import start, wp_settings
 
 
 def test_two_daemons_upload_each_file_exactly_once(

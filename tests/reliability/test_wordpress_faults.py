@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.store import DONE, FAILED
+from imgwatch.db.store import DONE, FAILED
+from tests.daemon.test_app import daemon_env, start, wp_settings
+from tests.daemon.test_http import get, metric, wait_status
 from tests.daemonproc import DaemonProcess, wait_for, wait_rows
 from tests.faultproxy import FaultProxy
 from tests.imagefiles import write_image
 from tests.runner import run
 from tests.servers import MariaDB, WordPress, free_port
-from tests.test_daemon import daemon_env, start, wp_settings
-from tests.test_listener import get, metric, wait_status
 
 
 @pytest.fixture

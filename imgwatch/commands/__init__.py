@@ -1,0 +1,1 @@
+"""Operator commands; each is `run(settings, args) -> int`."""

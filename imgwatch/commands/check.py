@@ -1,0 +1,172 @@
+"""`imgwatch check`: is everything in place for the daemon to run, `nginx -t` style.
+
+Each check prints one line; the first problem ends the run with exit 78 and says
+what is wrong in plain words. Nothing is changed: not the database (not even its
+schema), not WordPress.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgwatch.commands.dry_run import NotingStore
+from imgwatch.config import Settings
+from imgwatch.daemon.watch import wants_polling
+from imgwatch.db.store import (
+    DELETIONS_HELD,
+    GONE,
+    SETTLED,
+    STATE,
+    STATE_MTIME,
+    STATE_SIDECAR,
+    STATE_SIZE,
+    ImageStore,
+)
+from imgwatch.errors import ConfigError, ImgwatchError, UploadError
+from imgwatch.files.decide import row_name
+from imgwatch.files.names import ImageNameFilter
+from imgwatch.files.walk import WalkState, check_image_dir, walk
+from imgwatch.pipeline import media_client
+from imgwatch.reconcile.deletions import DeleteGuard
+
+INOTIFY_LIMITS = Path("/proc/sys/fs/inotify")
+
+
+def run_check(settings: Settings) -> int:
+    say("settings", "valid")
+    try:
+        root = check_image_dir(settings.image_dir)
+        say("image directory", f"{root} is a readable directory")
+        store = ImageStore(settings.database_url())
+        try:
+            store.open(create=False)
+            _check_database(store)
+            _check_wordpress(settings)
+            _check_tree_and_plan(settings, root, store)
+        finally:
+            store.close()
+    except (ImgwatchError, UploadError) as exc:
+        print(f"problem: {exc}", flush=True)
+        print("check: failed", flush=True)
+        return ConfigError.exit_code
+    print("check: ok", flush=True)
+    return 0
+
+
+def say(what: str, detail: str) -> None:
+    print(f"ok: {what}: {detail}", flush=True)
+
+
+def _check_database(store: ImageStore) -> None:
+    detail = f"{store.display_url} answers"
+    if store.schema_changes:
+        detail += "; the daemon would " + "; ".join(store.schema_changes)
+    say("database", detail)
+
+
+def _check_wordpress(settings: Settings) -> None:
+    client = media_client(settings)
+    if client is None:
+        say("WordPress", "not configured: files are recorded, not uploaded")
+        return
+    try:
+        # ConfigError (a refused password, a redirect …) or SiteCondition (a firewall,
+        # a maintenance page, no answer …), in plain words.
+        client.preflight()
+    finally:
+        client.close()
+    say("WordPress", f"{client.api_url} accepts uploads from user {client.user!r}")
+
+
+def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> None:
+    """Walk the tree as the startup reconcile would (stat only, nothing read), then
+    compare with the rows: what the daemon would do first."""
+    state = WalkState()
+    rows_seen = NotingStore(store)  # reads rows whatever the schema's state
+    rows = rows_seen.file_states()
+    live = sum(1 for r in rows.values() if r[STATE] != GONE)
+    new = changed = unchanged = 0
+    for found in walk(root, ImageNameFilter(settings.extensions), state):
+        row = rows.pop(row_name(found.file_name), None)
+        if row is None or row[STATE] == GONE:
+            new += row is None
+            changed += row is not None
+        elif row[STATE] == SETTLED and (row[STATE_SIZE], row[STATE_MTIME], row[STATE_SIDECAR]) == (
+            found.size_bytes,
+            found.mtime_ns,
+            found.sidecar_mtime_ns,
+        ):
+            unchanged += 1
+        else:
+            changed += 1
+    if state.unreadable_dirs:
+        first = state.unreadable_dirs[0] or "."
+        raise ConfigError(
+            f"{len(state.unreadable_dirs)} directory(ies) under {root} cannot be listed "
+            f"(first: {first!r}): give the daemon's user read and search permission"
+        )
+    _check_watch(settings, root, state.directories)
+    gone = sum(1 for r in rows.values() if r[STATE] != GONE)
+    uploads = ""
+    if settings.wordpress_enabled and rows_seen.images_ready:
+        uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
+    deletes = _deletes(settings, rows_seen, gone, live, empty=not (new + changed + unchanged))
+    say(
+        "startup reconcile",
+        f"would read {new} new and {changed} changed file(s), leave {unchanged} unchanged, "
+        f"{deletes}{uploads}",
+    )
+
+
+def _deletes(settings: Settings, rows: NotingStore, gone: int, live: int, *, empty: bool) -> str:
+    """What the startup reconcile would do with the rows whose file is gone: the
+    mass-deletion guard's own rule, an operator's confirmation counted."""
+    if not gone:
+        return "mark 0 row(s) missing"
+    held = next((c for c in rows.conditions() if c.kind == DELETIONS_HELD), None)
+    confirmed = held is not None and held.confirmed_at is not None and gone <= (held.rows or 0)
+    guard = DeleteGuard(settings.delete_guard_share, settings.delete_guard_min)
+    if guard.holds(gone, live, empty=empty) and not confirmed:
+        return f"hold the deletion of {gone} row(s) (the mass-deletion guard)"
+    policy = settings.on_delete
+    if policy == "purge" and not settings.wordpress_enabled:
+        policy = "forget"  # no media item to delete
+    verb = {"missing": "mark {} row(s) missing", "forget": "forget {} row(s)"}.get(
+        policy, "purge {} row(s) and their media items"
+    )
+    return verb.format(gone) + (" (confirmed)" if confirmed else "")
+
+
+def _check_watch(settings: Settings, root: Path, directories: int) -> None:
+    if wants_polling(settings.watch_mode, root):
+        say(
+            "watch",
+            f"polling {directories} directory(ies) every {settings.poll_interval:g} s "
+            f"(watch mode {settings.watch_mode})",
+        )
+        return
+    watches = read_limit("max_user_watches")
+    instances = read_limit("max_user_instances")
+    if watches is not None and directories >= watches:
+        raise ConfigError(
+            f"the tree has {directories} directories but fs.inotify.max_user_watches is "
+            f"{watches}: raise it (sysctl fs.inotify.max_user_watches={2 * directories}) "
+            "or set IMGWATCH_WATCH_MODE=polling"
+        )
+    say(
+        "watch",
+        f"inotify on {directories} directory(ies); fs.inotify.max_user_watches "
+        f"{_shown(watches)} (shared by all of this user's processes), "
+        f"max_user_instances {_shown(instances)}",
+    )
+
+
+def read_limit(name: str) -> int | None:
+    try:
+        return int((INOTIFY_LIMITS / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _shown(limit: int | None) -> str:
+    return "unknown" if limit is None else str(limit)
