@@ -50,9 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.wp_upload import make_jpegs, timed_run  # noqa: E402
+from imgwatch.commands.rescan import rescan  # noqa: E402
 from imgwatch.config import load_settings  # noqa: E402
-from imgwatch.db.store import ImageStore, images  # noqa: E402
-from imgwatch.pipeline import rescan  # noqa: E402
+from imgwatch.db.schema import images  # noqa: E402
+from imgwatch.db.store import ImageStore  # noqa: E402
 from tests.daemonproc import DaemonProcess  # noqa: E402
 from tests.servers import MariaDB, WordPress  # noqa: E402
 

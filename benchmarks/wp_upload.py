@@ -33,8 +33,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from imgwatch.commands.rescan import rescan  # noqa: E402
 from imgwatch.config import load_settings  # noqa: E402
-from imgwatch.pipeline import rescan  # noqa: E402
+from imgwatch.wordpress.outcomes import Outcome  # noqa: E402
 from tests.servers import MariaDB, WordPress  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def run_imgwatch(site: WordPress, image_dir: Path, workers: int, scratch: Path) 
         }
     )
     result = rescan(settings)
-    if result.uploads is None or result.uploads.done != len(list(image_dir.iterdir())):
+    if result.uploads is None or result.uploads[Outcome.DONE] != len(list(image_dir.iterdir())):
         raise SystemExit(f"imgwatch did not upload everything: {result.line()}")
 
 

@@ -10,32 +10,33 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from imgwatch import __version__
-from imgwatch.commands.check import run_check
-from imgwatch.commands.dry_run import dry_run_rescan
-from imgwatch.commands.retry import run_retry, run_status
+from imgwatch.commands import check, dry_run, rescan, retry, status
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
 from imgwatch.daemon.app import Daemon
 from imgwatch.errors import ConfigError, ImgwatchError
-from imgwatch.files.names import ImageNameFilter
-from imgwatch.files.walk import check_image_dir
 from imgwatch.logsetup import configure_logging
-from imgwatch.pipeline import rescan
-from imgwatch.reconcile.progress import rescan_progress
 
 log = logging.getLogger("imgwatch")
 
-EXIT_FILES_FAILED = 1
 EXIT_USAGE = os.EX_USAGE
 
 
 # Passwords are read from a file named on the command line, never taken as a value:
 # a value in argv is visible to every user through `ps`.
 _FILE_ONLY_SECRETS = {"db_password", "wp_password"}
+
+
+# The operator commands, each `run(settings, args) -> int`; no command: the daemon.
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "check": check.run,
+    "status": status.run,
+    "retry": retry.run,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,18 +178,6 @@ def _read_secret_file(path: Path, name: str) -> str:
         raise ConfigError(f"cannot read --{name.replace('_', '-')}-file: {exc}") from None
 
 
-def run_rescan(settings: Settings, *, dry_run: bool = False) -> int:
-    if dry_run:
-        plan = dry_run_rescan(settings)
-        print(plan.render(), flush=True)
-        return 0
-    image_dir = check_image_dir(settings.image_dir)
-    with rescan_progress(image_dir, ImageNameFilter(settings.extensions)) as progress:
-        result = rescan(settings, progress)
-    print(result.line(), flush=True)
-    return EXIT_FILES_FAILED if result.incomplete else 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -206,14 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--db-url carries a password that other users can see with ps; "
                 "put IMGWATCH_DB_URL in the env file instead"
             )
-        if args.command == "check":
-            return run_check(settings)
-        if args.command == "status":
-            return run_status(settings, as_json=args.json, limit=args.limit)
-        if args.command == "retry":
-            return run_retry(settings, args.failed, args.rejected, args.files, args.confirm_deletes)
         if args.rescan:
-            return run_rescan(settings, dry_run=args.dry_run)
+            return (dry_run.run if args.dry_run else rescan.run)(settings, args)
+        if args.command:
+            return COMMANDS[args.command](settings, args)
         return Daemon(settings).run()
     except ImgwatchError as exc:
         log.error("%s", exc)

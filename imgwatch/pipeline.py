@@ -1,62 +1,28 @@
-"""Wiring: builds the store, the WordPress client and the workers from Settings.
+"""Wiring: the WordPress client, the uploader and the reconcile as the settings say.
 
-`rescan()` is the one-shot reconcile; the daemon reuses the same pieces.
+The daemon and `--rescan` (commands/rescan.py) build their pieces here alike.
+Nothing here touches the database or the network.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from imgwatch.config import Settings
-from imgwatch.db.scans import record_scan
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import SiteCondition
-from imgwatch.files.decide import FileProcessor
 from imgwatch.files.names import ImageNameFilter
-from imgwatch.files.walk import check_image_dir
+from imgwatch.files.record import FileProcessor
 from imgwatch.reconcile.deletions import DeleteGuard, Deletions, GoneRow, GoneRows, HoldState
-from imgwatch.reconcile.readers import ProcessReaders, reader_processes
-from imgwatch.reconcile.reconciler import Claims, Progress, Readers, Reconciler, Rows, ScanSummary
+from imgwatch.reconcile.reconciler import Claims, Progress, Readers, Reconciler, Rows
 from imgwatch.wordpress.client import MediaClient
+from imgwatch.wordpress.outcomes import RetryPolicy
 from imgwatch.wordpress.pause import UploadPause
-from imgwatch.wordpress.uploader import RetryPolicy, Uploader, UploadTally, release_dead_claims
+from imgwatch.wordpress.uploader import Uploader
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class RescanResult:
-    scan: ScanSummary
-    uploads: UploadTally | None
-    stopped_by: str | None = None  # the site condition that stopped the uploads
-
-    @property
-    def failed(self) -> int:
-        return self.scan.failed + (self.uploads.failed if self.uploads else 0)
-
-    @property
-    def incomplete(self) -> bool:
-        """Something is left for the daemon or the next run, or an operator: exit 1."""
-        return bool(self.failed or self.stopped_by or self.scan.held)
-
-    def line(self) -> str:
-        text = self.scan.line()
-        if self.uploads is not None:
-            u = self.uploads
-            text += (
-                f"; wordpress: {u.done} uploaded, {u.reused} linked to existing media, "
-                f"{u.failed} failed"
-            )
-            if u.updated or u.gone:
-                text += f", {u.updated} updated in place"
-            if u.gone:
-                text += f" ({u.gone} deleted in WordPress)"
-            if self.stopped_by is not None:
-                text += f", {u.waiting} waiting (uploads stopped: {self.stopped_by})"
-        return text
 
 
 def media_client(settings: Settings) -> MediaClient | None:
@@ -76,14 +42,7 @@ def media_client(settings: Settings) -> MediaClient | None:
 
 
 def uploader(settings: Settings, client: MediaClient, store: ImageStore) -> Uploader:
-    release_dead_claims(store)
-    baseline = store.baseline_text_digests()
-    if baseline:
-        log.info(
-            "%d uploaded row(s) from before imgwatch kept what it sent to WordPress: their "
-            "words as they are now count as what WordPress has",
-            baseline,
-        )
+    """The uploader as the settings say (call claims.take_over first: see there)."""
     # One upload() with every retry: connect + read timeout and the longest pause, each try.
     per_try = settings.wp_connect_timeout + settings.wp_read_timeout + settings.wp_backoff_max
     return Uploader(
@@ -161,68 +120,3 @@ def deletions(
         purge=purge,
         quiet=quiet,
     )
-
-
-def rescan(settings: Settings, progress: Progress | None = None) -> RescanResult:
-    """Reconcile once: record what is on disk, then upload what WordPress lacks."""
-    # Checked before the database is touched: a typo in the path should not create a database.
-    image_dir = check_image_dir(settings.image_dir)
-    store = ImageStore(settings.database_url())
-    client = media_client(settings)
-    log.info("database: %s", store.display_url)
-    processes = reader_processes(settings.workers)
-    readers = ProcessReaders(processes) if processes > 1 else None
-    try:
-        store.open()
-        up = uploader(settings, client, store) if client else None
-        if client and up:
-            preflight(client, up.pause)
-        purges: list[GoneRow] = []  # IMGWATCH_ON_DELETE=purge: after the uploads
-        summary = reconciler(
-            settings,
-            store,
-            image_dir,
-            uploads=client is not None,
-            readers=readers,
-            progress=progress,
-            purge=purges.extend if up is not None else None,
-        ).run()
-        record_scan(store, "rescan", summary)
-        if up is None:
-            return RescanResult(summary, None)
-        tally = to_wordpress(up, store, purges)
-        stopped = up.pause.condition
-        if stopped is not None:
-            log.error(
-                "uploads stopped: %s; %d file(s) wait for the daemon or the next run",
-                stopped,
-                tally.waiting,
-            )
-        return RescanResult(summary, tally, str(stopped) if stopped else None)
-    finally:
-        if readers is not None:
-            readers.close()
-        if client is not None:
-            client.close()
-        store.close()
-
-
-def to_wordpress(up: Uploader, store: ImageStore, purges: list[GoneRow]) -> UploadTally:
-    """--rescan's WordPress part, after its reconcile: uploads, words, purges."""
-    # An explicit rescan retries failed uploads now, whatever their schedule.
-    tally = up.upload_all(store.due_uploads(include_scheduled=True))
-    if up.pause.condition is None:
-        words = up.update_all(store)
-        tally.merge(words)
-        if words.gone:  # media items deleted in WordPress: their files go up again
-            tally.merge(up.upload_all(store.due_uploads()))
-    # After the uploads: a file moved away and in again is linked to its media item
-    # before its old row's purge would delete it.
-    for done, row in enumerate(purges):
-        outcome = up.purge(row)
-        if outcome == "waiting":  # the rest stay: the next run finds them gone again
-            tally.waiting += len(purges) - done
-            break
-        if outcome == "failed":  # kept as missing, with the reason
-            tally.failed += 1
-    return tally

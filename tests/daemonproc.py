@@ -18,6 +18,7 @@ from urllib.parse import quote, quote_plus
 from sqlalchemy.engine import URL
 
 from imgwatch.db.store import ImageStore
+from tests.rows import all_rows
 from tests.servers import SECRETS
 
 T = TypeVar("T")
@@ -161,7 +162,7 @@ def assert_no_secrets(text: str, where: str) -> None:
 def rows_by_name(db: URL) -> dict[str, dict[str, Any]]:
     store = ImageStore(db)
     try:
-        return {row["file_name"]: row for row in store.all_rows()}
+        return {row["file_name"]: row for row in all_rows(store)}
     finally:
         store.close()
 

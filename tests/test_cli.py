@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy.engine import URL
 
 from imgwatch import cli
-from imgwatch.db.store import DONE, FAILED, MISSING, ImageStore
+from imgwatch.db.store import ImageStore
 from imgwatch.files import inspect as imaging
+from imgwatch.model import Status
 from tests.db.test_store import make_original_table
 from tests.imagefiles import write_image
+from tests.rows import row_of
 from tests.runner import mysql_env, run
 from tests.servers import HOSTILE_PASSWORD, MariaDB, free_port
 
@@ -119,15 +121,15 @@ def test_adopts_the_original_services_table(
     assert result.returncode == 0, result.stderr
     assert "1 new, 1 changed" in result.stdout and "1 missing" in result.stdout
     store = ImageStore(url)
-    a, b = store.get("a.jpg"), store.get("b.png")
+    a, b = row_of(store, "a.jpg"), row_of(store, "b.png")
     assert a is not None and b is not None
     assert (a["title"], a["description"], a["wp_url"], a["status"]) == (
         "Sunset",
         "Edited",
         "https://x/a.jpg",
-        DONE,
+        Status.DONE,
     )
-    assert (b["status"], b["title"]) == (MISSING, "b.png")
+    assert (b["status"], b["title"]) == (Status.MISSING, "b.png")
     store.close()
 
 
@@ -175,14 +177,14 @@ def test_failed_file_makes_rescan_exit_1(
             raise OSError(errno.EIO, "Input/output error")
         return real(path, max_bytes)
 
-    monkeypatch.setattr("imgwatch.files.decide.inspect_image", inspect)
+    monkeypatch.setattr("imgwatch.files.record.inspect_image", inspect)
     assert cli.main(["--rescan", "--image-dir", str(image_dir)]) == 1
     out = capsys.readouterr().out
     assert "1 new" in out and "1 failed" in out
     store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
-    row = store.get("flaky.jpg")
+    row = row_of(store, "flaky.jpg")
     assert row is not None
-    assert (row["status"], row["last_error"]) == (FAILED, "read error: Input/output error")
+    assert (row["status"], row["last_error"]) == (Status.FAILED, "read error: Input/output error")
     assert row["next_attempt_at"] is not None
     store.close()
 
@@ -207,5 +209,5 @@ def test_a_large_rescan_reads_in_several_processes(tmp_path: Path, image_dir: Pa
     for name in names:  # each logged once, by whichever process read it
         assert result.stderr.count(f"recorded {name!r}") == 1, name
     store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
-    assert store.counts_by_status() == {DONE: 200, "rejected": 1}
+    assert store.counts_by_status() == {Status.DONE: 200, "rejected": 1}
     store.close()

@@ -14,11 +14,14 @@ import requests
 from sqlalchemy import select, update
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, MISSING, PENDING, ImageRecord, ImageStore, images
+from imgwatch.db.schema import images
+from imgwatch.db.store import ImageStore
+from imgwatch.model import ImageRecord, Status
 from imgwatch.textdigest import UNKNOWN, changed_fields, field_digest, text_digest
 from tests.daemon.test_app import daemon_env, start, wp_settings
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
 from tests.imagefiles import write_image
+from tests.rows import row_of
 from tests.runner import run
 from tests.servers import MariaDB, WordPress
 from tests.wordpress.test_uploader import wp_env
@@ -41,7 +44,7 @@ def record(name: str, title: str | None, **fields: Any) -> ImageRecord:
         "file_name": name,
         "title": title,
         "description": fields.pop("description", "Image description"),
-        "status": DONE,
+        "status": Status.DONE,
         "sha256": "0" * 64,
         "size_bytes": 1,
         "mtime_ns": 1,
@@ -54,7 +57,7 @@ def record(name: str, title: str | None, **fields: Any) -> ImageRecord:
 
 
 def row(store: ImageStore, name: str) -> dict[str, Any]:
-    got = store.get(name)
+    got = row_of(store, name)
     assert got is not None
     return got
 
@@ -185,7 +188,7 @@ def test_which_rows_are_due_and_which_fields(store: ImageStore) -> None:
     assert store.text_updates_due() == []
     # ... until b is gone (or no longer done: failed, rejected): then c's words are the
     # item's.
-    set_row(store, "b.jpg", status=MISSING)
+    set_row(store, "b.jpg", status=Status.MISSING)
     assert [u.file_name for u in store.text_updates_due()] == ["c.jpg"]
     set_row(store, "b.jpg", status="rejected")
     assert [u.file_name for u in store.text_updates_due()] == ["c.jpg"]
@@ -206,7 +209,7 @@ def test_a_media_item_deleted_in_wordpress(store: ImageStore, reupload: bool) ->
     for name in ("a.jpg", "b.jpg"):
         r = row(store, name)
         assert (r["wp_media_id"], r["wp_url"], r["wp_text_digest"]) == (None, None, None)
-        assert r["status"] == (PENDING if reupload else "failed")
+        assert r["status"] == (Status.PENDING if reupload else "failed")
     due = {j.file_name for j in store.due_uploads()}
     assert due == ({"a.jpg", "b.jpg"} if reupload else set())
     if not reupload:
@@ -356,7 +359,7 @@ def test_a_media_item_deleted_in_wordpress_is_uploaded_again(
     if reupload:
         assert again.returncode == 0, again.stderr
         assert "1 uploaded" in again.stdout and "(1 deleted in WordPress)" in again.stdout
-        assert row["status"] == DONE and row["wp_media_id"] not in (None, old)
+        assert row["status"] == Status.DONE and row["wp_media_id"] not in (None, old)
         assert media_words(site, int(row["wp_media_id"]))[0] == "d.jpg"
     else:
         assert again.returncode == 1

@@ -7,32 +7,30 @@ schema), not WordPress.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from imgwatch.commands.dry_run import NotingStore
 from imgwatch.config import Settings
 from imgwatch.daemon.watch import wants_polling
-from imgwatch.db.store import (
-    DELETIONS_HELD,
-    GONE,
-    SETTLED,
-    STATE,
-    STATE_MTIME,
-    STATE_SIDECAR,
-    STATE_SIZE,
-    ImageStore,
-)
+from imgwatch.db.standin import NotingStore
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import ConfigError, ImgwatchError, UploadError
-from imgwatch.files.decide import row_name
-from imgwatch.files.names import ImageNameFilter
+from imgwatch.files.decide import unchanged
+from imgwatch.files.names import ImageNameFilter, row_name
 from imgwatch.files.walk import WalkState, check_image_dir, walk
+from imgwatch.model import (
+    GONE,
+    STATE,
+    ConditionKind,
+)
 from imgwatch.pipeline import media_client
 from imgwatch.reconcile.deletions import DeleteGuard
 
 INOTIFY_LIMITS = Path("/proc/sys/fs/inotify")
 
 
-def run_check(settings: Settings) -> int:
+def run(settings: Settings, args: argparse.Namespace | None = None) -> int:
+    """`imgwatch check`."""
     say("settings", "valid")
     try:
         root = check_image_dir(settings.image_dir)
@@ -85,18 +83,14 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     rows_seen = NotingStore(store)  # reads rows whatever the schema's state
     rows = rows_seen.file_states()
     live = sum(1 for r in rows.values() if r[STATE] != GONE)
-    new = changed = unchanged = 0
+    new = changed = same = 0
     for found in walk(root, ImageNameFilter(settings.extensions), state):
         row = rows.pop(row_name(found.file_name), None)
         if row is None or row[STATE] == GONE:
             new += row is None
             changed += row is not None
-        elif row[STATE] == SETTLED and (row[STATE_SIZE], row[STATE_MTIME], row[STATE_SIDECAR]) == (
-            found.size_bytes,
-            found.mtime_ns,
-            found.sidecar_mtime_ns,
-        ):
-            unchanged += 1
+        elif unchanged(row, found):
+            same += 1
         else:
             changed += 1
     if state.unreadable_dirs:
@@ -110,10 +104,10 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     uploads = ""
     if settings.wordpress_enabled and rows_seen.images_ready:
         uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
-    deletes = _deletes(settings, rows_seen, gone, live, empty=not (new + changed + unchanged))
+    deletes = _deletes(settings, rows_seen, gone, live, empty=not (new + changed + same))
     say(
         "startup reconcile",
-        f"would read {new} new and {changed} changed file(s), leave {unchanged} unchanged, "
+        f"would read {new} new and {changed} changed file(s), leave {same} unchanged, "
         f"{deletes}{uploads}",
     )
 
@@ -123,7 +117,7 @@ def _deletes(settings: Settings, rows: NotingStore, gone: int, live: int, *, emp
     mass-deletion guard's own rule, an operator's confirmation counted."""
     if not gone:
         return "mark 0 row(s) missing"
-    held = next((c for c in rows.conditions() if c.kind == DELETIONS_HELD), None)
+    held = next((c for c in rows.conditions() if c.kind == ConditionKind.DELETIONS_HELD), None)
     confirmed = held is not None and held.confirmed_at is not None and gone <= (held.rows or 0)
     guard = DeleteGuard(settings.delete_guard_share, settings.delete_guard_min)
     if guard.holds(gone, live, empty=empty) and not confirmed:

@@ -7,82 +7,15 @@ scan history; WordPress is not contacted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
 from dataclasses import dataclass, field
 
 from imgwatch.config import Settings
-from imgwatch.db.store import (
-    PENDING,
-    REJECTED,
-    STATE_ID,
-    Condition,
-    FileState,
-    ImageRecord,
-    ImageStore,
-    KnownFile,
-    PreparedRows,
-    conditions,
-    images,
-)
+from imgwatch.db.standin import NotingStore
+from imgwatch.db.store import ImageStore
 from imgwatch.files.walk import check_image_dir
+from imgwatch.model import ScanSummary, Status
 from imgwatch.pipeline import reconciler
-from imgwatch.reconcile.deletions import GoneRow
-from imgwatch.reconcile.reconciler import ScanSummary
-
-
-class NotingStore:
-    """Stands in for the store in a reconcile: reads go to the database (which may
-    lack the images table, or some of its columns), writes are only noted."""
-
-    def __init__(self, store: ImageStore) -> None:
-        self.store = store
-        self._no_table = images.name in store.missing_tables
-        # A table still to be adopted is read as adopting it would leave it; only its
-        # uploads due are not asked for (see dry_run_rescan).
-        self.images_ready = not (self._no_table or store.images_unadopted)
-        self.known: set[str] = set()
-        self.records: list[ImageRecord] = []
-        self.missing: list[str] = []
-        self.forgotten: list[str] = []
-        self.purged: list[str] = []
-        self._names: dict[int, str] = {}
-        self.held: Condition | None = None  # deletions the guard would hold
-
-    def file_states(self) -> dict[str, FileState]:
-        states = {} if self._no_table else self.store.file_states()
-        self.known = set(states)
-        self._names = {row[STATE_ID]: name for name, row in states.items()}
-        return states
-
-    def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
-        return {} if self._no_table else self.store.lookup_many(file_names)
-
-    def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows:
-        return PreparedRows(records, [], [], None)
-
-    def write_prepared(self, prepared: PreparedRows) -> None:
-        self.records.extend(prepared.records)
-
-    def mark_missing(self, ids: Sequence[int], *, names: Sequence[str] | None = None) -> int:
-        self.missing.extend(names if names is not None else [str(i) for i in ids])
-        return len(ids)
-
-    def forget(self, ids: Sequence[int]) -> int:
-        self.forgotten.extend(self._names[i] for i in ids)
-        return len(ids)
-
-    def purge(self, rows: list[GoneRow]) -> None:
-        self.purged.extend(r.file_name for r in rows)
-
-    def conditions(self) -> list[Condition]:
-        """Read for real (an operator's confirmation of held deletions counts)."""
-        return [] if conditions.name in self.store.missing_tables else self.store.conditions()
-
-    def set_condition(self, condition: Condition, *, keep_confirmation: bool = True) -> None:
-        self.held = condition
-
-    def clear_condition(self, kind: str, owners: Sequence[str]) -> int:
-        return 0
 
 
 @dataclass(slots=True)
@@ -126,6 +59,12 @@ class DryRunPlan:
         return "\n".join(lines)
 
 
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """`imgwatch --rescan --dry-run`: the plan, printed; nothing changed."""
+    print(dry_run_rescan(settings).render(), flush=True)
+    return 0
+
+
 def dry_run_rescan(settings: Settings) -> DryRunPlan:
     image_dir = check_image_dir(settings.image_dir)
     store = ImageStore(settings.database_url())
@@ -148,7 +87,7 @@ def dry_run_rescan(settings: Settings) -> DryRunPlan:
         recorded = set()
         for record in rows.records:
             recorded.add(record.file_name)
-            if record.status == REJECTED:
+            if record.status == Status.REJECTED:
                 plan.rejected.append((record.file_name, record.last_error or ""))
             elif record.last_error is not None:
                 plan.other.append((record.file_name, record.status, record.last_error))
@@ -158,7 +97,9 @@ def dry_run_rescan(settings: Settings) -> DryRunPlan:
                 plan.new.append(record.file_name)
         if uploads:
             plan.uploads = [
-                r.file_name for r in rows.records if r.status == PENDING and r.last_error is None
+                r.file_name
+                for r in rows.records
+                if r.status == Status.PENDING and r.last_error is None
             ]
             if rows.images_ready:
                 due = store.due_uploads(include_scheduled=True)

@@ -1,35 +1,29 @@
-"""The operator commands that only talk to the database: `status` and `retry`."""
+"""`imgwatch retry`: failed and rejected rows due again, held deletions confirmed."""
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from imgwatch.commands.status import gather, render
 from imgwatch.config import Settings
-from imgwatch.db.scans import retry
-from imgwatch.db.store import DELETIONS_HELD, ImageStore, conditions, images
+from imgwatch.db.schema import conditions, images
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import UsageError
-from imgwatch.files.decide import row_name
+from imgwatch.files.names import row_name
+from imgwatch.model import ConditionKind
 
 EXIT_SOME_UNKNOWN = 1
 
 
-def run_status(settings: Settings, *, as_json: bool, limit: int) -> int:
-    store = ImageStore(settings.database_url())
-    try:
-        store.open(create=False)  # a look changes nothing, not even the schema
-        report = gather(store, limit)
-    finally:
-        store.close()
-    print(json.dumps(report, indent=2) if as_json else render(report), flush=True)
-    return 0
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """`imgwatch retry [--failed] [--rejected] [--confirm-deletes] [FILE ...]`."""
+    return retry(settings, args.failed, args.rejected, args.files, args.confirm_deletes)
 
 
-def run_retry(
+def retry(
     settings: Settings,
     failed: bool,
     rejected: bool,
@@ -53,7 +47,7 @@ def run_retry(
             # The original service's table: no status yet, every row is read anyway.
             print("retry: nothing to retry, imgwatch has not adopted the images table yet")
             return 0
-        result = retry(store, failed=failed, rejected=rejected, names=names)
+        result = store.retry(failed=failed, rejected=rejected, names=names)
     finally:
         store.close()
     print(
@@ -86,7 +80,7 @@ def file_row_name(image_dir: Path, given: str) -> str:
 
 def confirm_held_deletions(store: ImageStore) -> None:
     held = [] if conditions.name in store.missing_tables else store.conditions()
-    rows = sum(c.rows or 0 for c in held if c.kind == DELETIONS_HELD)
+    rows = sum(c.rows or 0 for c in held if c.kind == ConditionKind.DELETIONS_HELD)
     if not rows:
         print("retry: no deletions are held", flush=True)
         return

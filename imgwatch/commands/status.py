@@ -6,22 +6,16 @@ daemon), as text for people or JSON for scripts.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 from typing import Any
 
-from imgwatch.db.scans import SCAN_COUNTS, last_scan, recent_problems
-from imgwatch.db.store import (
-    DELETIONS_HELD,
-    FAILED,
-    STATUSES,
-    UPLOADS_PAUSED,
-    Condition,
-    ImageStore,
-    conditions,
-    images,
-    scans,
-    utcnow,
-)
+from imgwatch.config import Settings
+from imgwatch.db.scans import SCAN_COUNTS
+from imgwatch.db.schema import conditions, images, scans
+from imgwatch.db.store import ImageStore
+from imgwatch.model import Condition, ConditionKind, Status, utcnow
 
 # A pause not confirmed for this long: the process that recorded it may be gone.
 STALE_AFTER = dt.timedelta(minutes=10)
@@ -35,20 +29,20 @@ def gather(store: ImageStore, limit: int) -> dict[str, Any]:
     original = store.images_unadopted
     counts = store.counts_by_status() if has_images and not original else {}
     total = store.count_rows() if original else sum(counts.values())
-    scan = last_scan(store) if scans.name not in missing_tables else None
-    problems = recent_problems(store, limit) if counts and limit > 0 else []
+    scan = store.last_scan() if scans.name not in missing_tables else None
+    problems = store.recent_problems(limit) if counts and limit > 0 else []
     waiting = store.conditions() if conditions.name not in missing_tables else []
-    held = next((c for c in waiting if c.kind == DELETIONS_HELD), None)
+    held = next((c for c in waiting if c.kind == ConditionKind.DELETIONS_HELD), None)
     return {
         "database": store.display_url,
         "adopted": not original,
         "total": total,
         # Every status, zeros included: a script need not know which ones exist.
-        "counts": {s: counts.get(s, 0) for s in STATUSES}
-        | {s: n for s, n in counts.items() if s not in STATUSES},
+        "counts": {s: counts.get(s, 0) for s in tuple(Status)}
+        | {s: n for s, n in counts.items() if s not in tuple(Status)},
         "last_scan": _plain(scan) if scan is not None else None,
         "problems": [_plain(p) for p in problems],
-        "uploads_paused": [_pause(c) for c in waiting if c.kind == UPLOADS_PAUSED],
+        "uploads_paused": [_pause(c) for c in waiting if c.kind == ConditionKind.UPLOADS_PAUSED],
         "deletions_held": _held(held) if held is not None else None,
     }
 
@@ -126,7 +120,7 @@ def render(report: dict[str, Any]) -> str:
         for p in problems:
             when = _shown_time(p["updated_at"]) if p["updated_at"] else "?"
             retry = ""
-            if p["status"] == FAILED:
+            if p["status"] == Status.FAILED:
                 retry = (
                     f" (attempt {p['attempts']}, next {_shown_time(p['next_attempt_at'])})"
                     if p["next_attempt_at"]
@@ -144,3 +138,16 @@ def _shown_time(iso: str) -> str:
 def _one_line(text: str) -> str:
     # A reason is one line when it is written; a file name in it might not be.
     return " ".join(text.split())
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """`imgwatch status [--json] [--limit N]`: read only, from the database."""
+    as_json, limit = args.json, args.limit
+    store = ImageStore(settings.database_url())
+    try:
+        store.open(create=False)  # a look changes nothing, not even the schema
+        report = gather(store, limit)
+    finally:
+        store.close()
+    print(json.dumps(report, indent=2) if as_json else render(report), flush=True)
+    return 0

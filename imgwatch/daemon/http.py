@@ -1,6 +1,6 @@
 """The daemon's optional HTTP listener (IMGWATCH_METRICS_LISTEN, off by default).
 
-    GET /metrics   Prometheus text format (imgwatch/metrics.py)
+    GET /metrics   Prometheus text format (daemon/metrics.py)
     GET /          {"status": "Server is running"} with 200 while healthy, as the
     GET /healthz   original service answered; 503 and the reason otherwise
 

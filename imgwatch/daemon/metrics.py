@@ -20,9 +20,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from imgwatch.db.store import DONE, FAILED, PENDING, REJECTED, ImageRecord
+from imgwatch.model import ImageRecord, Status
+from imgwatch.wordpress.uploader import Uploader
 
-# (start of a reason as processor/imaging/walker/uploader write it, its label value)
+# (start of a reason as files/ and wordpress/uploader.py write it, its label value)
 _REASONS: tuple[tuple[str, str], ...] = (
     ("not an image", "not_an_image"),
     ("empty file", "empty"),
@@ -120,6 +121,12 @@ class Metrics:
             "imgwatch_watching", "1 while the image directory is watched", registry=r
         )
 
+    def follow_uploads(self, up: Uploader) -> None:
+        """Counts each upload's outcome and time, each retry, each text update."""
+        up.on_upload = self.upload_done
+        up.on_retry = self.upload_retries.inc
+        up.on_text_update = lambda outcome: self.text_updates.labels(outcome).inc()
+
     def watch(
         self,
         *,
@@ -142,9 +149,9 @@ class Metrics:
 
     def rows_written(self, records: Sequence[ImageRecord]) -> None:
         for record in records:
-            if record.status in (DONE, PENDING) and record.last_error is None:
+            if record.status in (Status.DONE, Status.PENDING) and record.last_error is None:
                 self.files.labels("recorded", "").inc()
-            elif record.status in (REJECTED, FAILED):
+            elif record.status in (Status.REJECTED, Status.FAILED):
                 self.files.labels(record.status, reason_label(record.last_error)).inc()
 
     def upload_done(self, outcome: str, seconds: float) -> None:

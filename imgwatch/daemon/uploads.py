@@ -17,9 +17,10 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from imgwatch.daemon.stages import Outage, Stats
-from imgwatch.db.store import UPLOADS_PAUSED, Condition, ImageStore, TextUpdate, UploadJob, utcnow
+from imgwatch.daemon.stages import Count, Outage, Stats
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import DatabaseUnavailable
+from imgwatch.model import Condition, ConditionKind, TextUpdate, UploadJob, utcnow
 from imgwatch.reconcile.deletions import GoneRow
 from imgwatch.wordpress.uploader import Uploader
 
@@ -94,7 +95,7 @@ class UploadDispatcher:
         if self._recorded is not None:  # a pause of this process is not one any more
             # If the database is down too, the next start clears it (dead_owners).
             with contextlib.suppress(DatabaseUnavailable):
-                self.store.clear_condition(UPLOADS_PAUSED, [self.uploader.owner])
+                self.store.clear_condition(ConditionKind.UPLOADS_PAUSED, [self.uploader.owner])
         return self.in_flight() == 0
 
     def new_rows(self) -> None:
@@ -168,10 +169,17 @@ class UploadDispatcher:
             return
         owner = self.uploader.owner
         if state is None:
-            self.store.clear_condition(UPLOADS_PAUSED, [owner])
+            self.store.clear_condition(ConditionKind.UPLOADS_PAUSED, [owner])
         else:
             self.store.set_condition(
-                Condition(UPLOADS_PAUSED, owner, state.kind, state.message, state.since, utcnow())
+                Condition(
+                    ConditionKind.UPLOADS_PAUSED,
+                    owner,
+                    state.kind,
+                    state.message,
+                    state.since,
+                    utcnow(),
+                )
             )
         self._recorded, self._recorded_at = key, now
 
@@ -277,9 +285,9 @@ class UploadDispatcher:
             if isinstance(work, UploadJob):
                 outcome = self.uploader.upload(work)
                 if outcome in {"done", "reused"}:
-                    self.stats.add("uploaded")
+                    self.stats.add(Count.UPLOADED)
                 elif outcome == "failed":
-                    self.stats.add("upload_failed")
+                    self.stats.add(Count.UPLOAD_FAILED)
             else:
                 outcome = self.uploader.update_text(work)
                 if outcome == "gone":

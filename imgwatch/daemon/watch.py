@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 # already had: bookkeeping noise, one line per directory, nothing to act on.
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
-# "recheck" is the daemon's own: look at a path again (it changed while being read).
 ChangeKind = Literal[
     "created",
     "written",
@@ -43,7 +42,6 @@ ChangeKind = Literal[
     "dir_created",
     "dir_deleted",
     "dir_moved",
-    "recheck",
 ]
 
 # Filesystems where inotify sees no changes made by other hosts or by the FUSE daemon.
@@ -220,6 +218,14 @@ class Watcher:
 
     def alive(self) -> bool:
         return self.trouble() is None
+
+    def take_lost(self) -> bool:
+        """Whether changes were dropped (the inbox or the kernel's queue overflowed)
+        since the last call."""
+        if not self.handler.lost.is_set():
+            return False
+        self.handler.lost.clear()
+        return True
 
     def trouble(self) -> str | None:
         """Why the watch no longer covers the image directory, or None if it does."""

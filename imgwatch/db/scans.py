@@ -1,167 +1,44 @@
-"""What operators ask the database: the scan history, the rows in trouble, retries.
-
-`imgwatch status` and `imgwatch retry` run in their own process, beside a running
-daemon or none: everything they show or change goes through the database.
-"""
+"""The scan history: one row per reconcile, for `imgwatch status` in another process."""
 
 from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, select
 
-from imgwatch.db.store import (
-    FAILED,
-    PENDING,
-    REJECTED,
-    SCANS_KEPT,
-    UPLOADING,
-    ImageStore,
-    chunks,
-    images,
-    scans,
-    utcnow,
-)
-from imgwatch.reconcile.reconciler import ScanSummary
-from imgwatch.textdigest import UNKNOWN
-
-# What a row asked to be read again says until it is: the reconcile (the daemon's,
-# or the next --rescan) reads it, and its new row replaces this.
-RETRY_REQUESTED = "retry requested"
+from imgwatch.db.engine import Database
+from imgwatch.db.schema import SCANS_KEPT, scans
+from imgwatch.model import ScanSummary, utcnow
 
 SCAN_COUNTS = ("new", "changed", "unchanged", "rejected", "missing", "failed")
 
 
-def record_scan(store: ImageStore, reason: str, summary: ScanSummary) -> None:
-    """Add one reconcile to the history, dropping the oldest beyond SCANS_KEPT."""
-    values: dict[str, Any] = {k: getattr(summary, k) for k in SCAN_COUNTS}
-    started_at = utcnow() - dt.timedelta(seconds=summary.elapsed)
-    with store.guard("recording the scan"), store.engine.begin() as conn:
-        inserted = conn.execute(
-            scans.insert().values(
-                reason=reason[:32],
-                host=socket.gethostname()[:128],
-                started_at=started_at,
-                duration_s=summary.elapsed,
-                interrupted=summary.interrupted,
-                **values,
-            )
-        ).inserted_primary_key
-        assert inserted is not None
-        conn.execute(delete(scans).where(scans.c.id <= inserted[0] - SCANS_KEPT))
+class ScanHistory(Database):
+    """The most recent SCANS_KEPT reconciles."""
 
+    def record_scan(self, reason: str, summary: ScanSummary) -> None:
+        """Add one reconcile to the history, dropping the oldest beyond SCANS_KEPT."""
+        values: dict[str, Any] = {k: getattr(summary, k) for k in SCAN_COUNTS}
+        started_at = utcnow() - dt.timedelta(seconds=summary.elapsed)
+        with self.guard("recording the scan"), self.engine.begin() as conn:
+            inserted = conn.execute(
+                scans.insert().values(
+                    reason=reason[:32],
+                    host=socket.gethostname()[:128],
+                    started_at=started_at,
+                    duration_s=summary.elapsed,
+                    interrupted=summary.interrupted,
+                    **values,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            conn.execute(delete(scans).where(scans.c.id <= inserted[0] - SCANS_KEPT))
 
-def last_scan(store: ImageStore) -> dict[str, Any] | None:
-    """The most recent reconcile, finished or interrupted, or None."""
-    query = select(scans).order_by(scans.c.id.desc()).limit(1)
-    with store.guard("reading the scan history"), store.engine.connect() as conn:
-        row = conn.execute(query).first()
-    return dict(row._mapping) if row is not None else None
-
-
-def recent_problems(store: ImageStore, limit: int) -> list[dict[str, Any]]:
-    """The most recently updated failed and rejected rows, newest first."""
-    c = images.c
-    query = (
-        select(c.file_name, c.status, c.last_error, c.attempts, c.next_attempt_at, c.updated_at)
-        .where(c.status.in_([FAILED, REJECTED]))
-        .order_by(c.updated_at.desc(), c.id.desc())
-        .limit(limit)
-    )
-    with store.guard("reading failed and rejected rows"), store.engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
-
-
-@dataclass(slots=True)
-class RetryResult:
-    uploads: int = 0  # failed uploads due again
-    rereads: int = 0  # files to be read again
-    in_progress: list[str] = field(default_factory=list)  # named, but being uploaded
-    unknown: list[str] = field(default_factory=list)  # named, but no row
-
-
-def retry(
-    store: ImageStore, *, failed: bool, rejected: bool, names: Sequence[str] = ()
-) -> RetryResult:
-    """Make rows due again, in one transaction.
-
-    A failed upload (its file was read; WordPress did not take it) is due now, with
-    its attempts reset. Anything else — a rejected file, a failed read, a named file
-    whatever its status — is to be read again: its facts are cleared, so that the
-    reconcile reads it and writes its row anew (an unchanged file already in
-    WordPress stays linked to its media). A row being uploaded is left alone.
-    """
-    c = images.c
-    now = utcnow()
-    result = RetryResult()
-    absent = store.absent_columns  # an older imgwatch's table, not adopted yet
-    upload_failed = (c.status == FAILED) & c.sha256.is_not(None)
-    chosen = []
-    if failed:
-        chosen.append(c.status == FAILED)
-    if rejected:
-        chosen.append(c.status == REJECTED)
-    with store.guard("marking rows to retry"), store.engine.begin() as conn:
-        if names:
-            wanted = list(dict.fromkeys(names))
-            found: dict[str, str] = {}
-            for chunk in chunks(wanted, 500):
-                query = select(c.file_name, c.status).where(c.file_name.in_(chunk))
-                found.update({row[0]: row[1] for row in conn.execute(query)})
-            result.unknown = [n for n in wanted if n not in found]
-            result.in_progress = [n for n in wanted if found.get(n) == UPLOADING]
-            named = [n for n in wanted if found.get(n) not in (None, UPLOADING)]
-            if named:
-                chosen.append(c.file_name.in_(named))
-                # Their media items get every field again, whatever WordPress was
-                # last given (and are uploaded again if a person deleted them).
-                for chunk in chunks(named, 500) if "wp_text_digest" not in absent else ():
-                    conn.execute(
-                        update(images)
-                        .where(c.file_name.in_(chunk), c.wp_media_id.is_not(None))
-                        .values(wp_text_digest=UNKNOWN)
-                    )
-        if not chosen:
-            return result
-        selected = or_(*chosen) & (c.status != UPLOADING)
-        result.uploads = conn.execute(
-            update(images)
-            .where(and_(selected, upload_failed))
-            .values(next_attempt_at=now, attempts=0, updated_at=now)
-        ).rowcount
-        result.rereads = conn.execute(
-            update(images)
-            .where(and_(selected, ~upload_failed))
-            .values(
-                status=PENDING,
-                sha256=None,
-                size_bytes=None,
-                mtime_ns=None,
-                attempts=0,
-                last_error=RETRY_REQUESTED,
-                next_attempt_at=now,
-                claimed_by=None,
-                claimed_until=None,
-                updated_at=now,
-            )
-        ).rowcount
-    return result
-
-
-def rereads_due(store: ImageStore, since: dt.datetime | None = None) -> int:
-    """How many rows `retry` asked to be read again (since a time, when given) that
-    no reconcile has read yet."""
-    c = images.c
-    query = (
-        select(func.count())
-        .select_from(images)
-        .where(c.status == PENDING, c.sha256.is_(None), c.last_error == RETRY_REQUESTED)
-    )
-    if since is not None:
-        query = query.where(c.updated_at >= since)
-    with store.guard("counting rows to read again"), store.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    def last_scan(self) -> dict[str, Any] | None:
+        """The most recent reconcile, finished or interrupted, or None."""
+        query = select(scans).order_by(scans.c.id.desc()).limit(1)
+        with self.guard("reading the scan history"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row is not None else None

@@ -1,184 +1,107 @@
-"""One file, end to end: from a path on disk to the row that should describe it."""
+"""The one decision of what a found file means for its row.
+
+Used alike by the daemon's file workers, the reconcile (in its own process and in
+the reading processes), `imgwatch check` and the dry run: a file is unchanged, and
+not read, by the rule in `unchanged` and nowhere else.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import logging
-import os
-import posixpath
-
-from imgwatch.db.store import (
-    DONE,
-    FAILED,
-    FILE_NAME_MAX,
-    PENDING,
-    REJECTED,
+from imgwatch.files.names import stand_in_name, unstorable_reason
+from imgwatch.files.record import FileProcessor
+from imgwatch.files.walk import FoundFile
+from imgwatch.model import (
+    FACTS_READ,
+    GONE,
+    NOT_AN_IMAGE,
+    STATE,
+    STATE_MTIME,
+    STATE_SIDECAR,
+    STATE_SIZE,
+    TO_READ,
+    FileState,
     ImageRecord,
-    utcnow,
+    KnownFile,
+    Status,
 )
-from imgwatch.files.inspect import FileUnstable, NotAnImage, inspect_image, is_transient_os_error
-from imgwatch.files.metadata import SidecarError, TextFields, read_sidecar, sidecar_mtime
-from imgwatch.textdigest import text_digest
 
-log = logging.getLogger(__name__)
+UNCHANGED = "unchanged"
+VANISHED = "vanished"
 
-# How long a file that could not be read for a passing reason waits before the next try.
-RETRY_AFTER = dt.timedelta(minutes=1)
-
-
-def row_name(file_name: str) -> str:
-    """The file_name of the row for this path: the path itself, or, for a path no row
-    can hold (not UTF-8, too long), a stand-in that shows it and stays unique."""
-    if unstorable_reason(file_name) is None:
-        return file_name
-    return stand_in_name(file_name)
+# What reading one file gave: a record to write, UNCHANGED or VANISHED.
+Outcome = ImageRecord | str
+ToRead = tuple[FoundFile, KnownFile | None]  # a file to read, and its row if any
 
 
-def stand_in_name(file_name: str) -> str:
-    """The row name for a path no row can hold: readable, and unique by its hash."""
-    raw = os.fsencode(file_name)
-    readable = raw.decode("utf-8", "backslashreplace")
-    return f"{readable[:200]}#{hashlib.sha256(raw).hexdigest()[:16]}"
+def row_state(status: str, sha256: str | None) -> int:
+    """What a row says about its file's facts (model.TO_READ …). The database
+    computes the same in db/images.py's file_states query."""
+    if status == Status.MISSING:
+        return GONE
+    if status == Status.REJECTED:
+        return NOT_AN_IMAGE
+    return FACTS_READ if sha256 is not None else TO_READ
 
 
-def unstorable_reason(file_name: str) -> str | None:
-    """Why a relative name cannot be a `file_name` value, or None if it can."""
-    try:
-        file_name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "file name is not valid UTF-8"
-    if len(file_name) > FILE_NAME_MAX:
-        return f"relative path is longer than {FILE_NAME_MAX} characters"
-    return None
+def unchanged(row: FileState, found: FoundFile) -> bool:
+    """Nothing to read again: the file has the size and mtime its row was read at,
+    and, for an image, its sidecar the same mtime (or none, as then).
 
-
-class FileProcessor:
-    """Turns a file into an ImageRecord: accepted, rejected, or to be retried."""
-
-    def __init__(self, default_description: str, max_bytes: int | None = None) -> None:
-        self.default_description = default_description
-        self.max_bytes = max_bytes
-
-    def process(
-        self,
-        file_name: str,
-        path: str,
-        size_bytes: int,
-        mtime_ns: int,
-        has_sidecar: bool = True,
-    ) -> ImageRecord | None:
-        """The row for this file, or None if the file vanished before it could be read.
-
-        has_sidecar=False (the caller's walk saw no `<file>.json`) saves looking for
-        one: most files have none.
-
-        size_bytes and mtime_ns are what the caller saw; a rejected row keeps them
-        so that the same bad file is not read again until it changes.
-        """
-        title = posixpath.basename(file_name)[:FILE_NAME_MAX]
-        record = ImageRecord(
-            file_name=file_name,
-            title=title,
-            description=self.default_description,
-            status=PENDING,
+    What is left to do for such a row (an upload) is found from its status. The
+    words beside a file that is no image do not matter, so its sidecar does not.
+    """
+    state = row[STATE]
+    if state == FACTS_READ:
+        return (
+            row[STATE_SIZE] == found.size_bytes
+            and row[STATE_MTIME] == found.mtime_ns
+            and row[STATE_SIDECAR] == found.sidecar_mtime_ns
         )
-        try:
-            facts = inspect_image(path, self.max_bytes)
-        except FileNotFoundError:
-            log.debug("vanished before it could be read: %r", file_name)
-            return None
-        except NotAnImage as exc:
-            record.size_bytes, record.mtime_ns = size_bytes, mtime_ns
-            return self._reject(record, str(exc))
-        except FileUnstable as exc:
-            record.last_error = str(exc)
-            log.info("still being written, will look again: %r", file_name)
-            return _stamped(record)
-        except PermissionError:
-            # No size/mtime kept: chmod does not change mtime, so look again next scan.
-            return self._reject(record, "unreadable: permission denied")
-        except OSError as exc:
-            reason = f"read error: {exc.strerror or exc}"
-            if not is_transient_os_error(exc):
-                record.size_bytes, record.mtime_ns = size_bytes, mtime_ns
-                return self._reject(record, reason)
-            record.status = FAILED
-            record.last_error = reason
-            record.next_attempt_at = utcnow() + RETRY_AFTER
-            log.warning("failed %r: %s", file_name, reason)
-            return _stamped(record)
-        self._describe(record, facts.text, path if has_sidecar else None)
-        record.status = DONE
-        record.sha256 = facts.sha256
-        record.size_bytes = facts.size_bytes
-        record.mtime_ns = facts.mtime_ns
-        record.mime_type = facts.mime_type
-        record.width = facts.width
-        record.height = facts.height
-        log.info(
-            "recorded %r (%s %dx%d, %d bytes)",
-            file_name,
-            facts.mime_type,
-            facts.width,
-            facts.height,
-            facts.size_bytes,
-        )
-        return record
-
-    @staticmethod
-    def _describe(record: ImageRecord, embedded: TextFields, path: str | None) -> None:
-        """Title, description, caption and alt text: the sidecar's (when path is
-        given), then the image's own, then the defaults already in the record."""
-        text = embedded
-        sidecar = None
-        if path is not None:
-            try:
-                sidecar = read_sidecar(path)
-            except SidecarError as exc:
-                # The image is fine; only the words beside it are not used (until the
-                # sidecar changes: its mtime is kept like a good one's).
-                log.warning("ignored the sidecar of %r: %s", record.file_name, exc)
-                record.sidecar_mtime_ns = sidecar_mtime(path)
-        if sidecar is not None:
-            text = sidecar.fields.over(embedded)
-            record.sidecar_fields = sidecar.fields.given()
-            record.sidecar_mtime_ns = sidecar.mtime_ns
-        record.title = text.title or record.title
-        record.description = text.description or record.description
-        record.caption = text.caption
-        record.alt_text = text.alt_text
-        _stamped(record)
-
-    def reject(
-        self, name: str, reason: str, size_bytes: int, mtime_ns: int, path_name: str
-    ) -> ImageRecord:
-        """A row for something found that is no image file at all: a FIFO, a link
-        leading out, a name no row can hold (then `name` is a stand-in)."""
-        record = ImageRecord(
-            file_name=name,
-            title=posixpath.basename(name)[:FILE_NAME_MAX],
-            description=self.default_description,
-            status=REJECTED,
-            size_bytes=size_bytes,
-            mtime_ns=mtime_ns,
-        )
-        return self._reject(record, reason, path_name)
-
-    @staticmethod
-    def _reject(record: ImageRecord, reason: str, shown: str | None = None) -> ImageRecord:
-        """Mark record rejected for reason, with its log line (under the path's own
-        name when the row's is a stand-in)."""
-        record.status = REJECTED
-        record.last_error = reason
-        log.warning("rejected %r: %s", shown or record.file_name, reason)
-        return _stamped(record)
+    if state == NOT_AN_IMAGE:
+        return row[STATE_SIZE] == found.size_bytes and row[STATE_MTIME] == found.mtime_ns
+    return False
 
 
-def _stamped(record: ImageRecord) -> ImageRecord:
-    """record, with the digest of the words it gives (the defaults, for a file not
-    read): what the upsert compares the row with the next time (store._follow_file)."""
-    record.file_text_digest = text_digest(
-        record.title, record.description, record.caption, record.alt_text
+def as_state(name: str, row: KnownFile) -> FileState:
+    """A looked-up row as the reconcile's FileState."""
+    state = row_state(row.status, row.sha256)
+    return (name, row.size_bytes, row.mtime_ns, state, row.id, row.sidecar_mtime_ns)
+
+
+def examine(
+    found: FoundFile, row: KnownFile | None, processor: FileProcessor, uploads: bool
+) -> Outcome:
+    """What one found file means for its row: a record to write, or why there is none."""
+    if row is not None and unchanged(as_state(found.file_name, row), found):
+        return UNCHANGED
+    unstorable = unstorable_reason(found.file_name)
+    reason = unstorable or found.problem
+    if reason is not None:
+        name = found.file_name if unstorable is None else stand_in_name(found.file_name)
+        return processor.reject(name, reason, found.size_bytes, found.mtime_ns, found.file_name)
+    record = processor.process(
+        found.file_name,
+        found.path,
+        found.size_bytes,
+        found.mtime_ns,
+        has_sidecar=found.sidecar_mtime_ns is not None,
     )
+    if record is None:
+        return VANISHED
+    settle_status(record, row, uploads)
     return record
+
+
+def settle_status(record: ImageRecord, row: KnownFile | None, uploads: bool) -> None:
+    """An accepted file is `done` unless it still has to go to WordPress (`pending`)."""
+    if record.status != Status.DONE or not uploads:
+        return
+    # Already in WordPress: the same content, or a row adopted from the original
+    # service (its content was never hashed, but it has a URL), needs no upload.
+    uploaded = (
+        row is not None
+        and row.wp_url is not None
+        and (row.sha256 is None or row.sha256 == record.sha256)
+    )
+    if not uploaded:
+        record.status = Status.PENDING

@@ -32,7 +32,7 @@ class FoundFile(NamedTuple):
     mtime_ns: int
     # Why this is no image file at all (a FIFO, a link leading out); None for a file.
     problem: str | None = None
-    # The mtime of `<name>.json` beside it (see metadata.py), None when there is none.
+    # The mtime of `<name>.json` beside it (see files/metadata.py), None when there is none.
     sidecar_mtime_ns: int | None = None
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from imgwatch.db.store import DELETIONS_HELD, Condition, utcnow
+from imgwatch.model import Condition, ConditionKind, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -250,17 +250,27 @@ class Deletions:
         since = recorded.since if recorded is not None else now
         grown = recorded is not None and rows > _rows(recorded)
         self.store.set_condition(
-            Condition(DELETIONS_HELD, "", "empty" if empty else "many", why, since, now, rows),
+            Condition(
+                ConditionKind.DELETIONS_HELD,
+                "",
+                "empty" if empty else "many",
+                why,
+                since,
+                now,
+                rows,
+            ),
             keep_confirmation=not grown,  # more gone than was confirmed: ask again
         )
         self.hold.set(Hold(rows, why, since))
         return len(gone)
 
     def _recorded(self) -> Condition | None:
-        return next((c for c in self.store.conditions() if c.kind == DELETIONS_HELD), None)
+        return next(
+            (c for c in self.store.conditions() if c.kind == ConditionKind.DELETIONS_HELD), None
+        )
 
     def _end(self, why: str) -> None:
-        self.store.clear_condition(DELETIONS_HELD, [""])
+        self.store.clear_condition(ConditionKind.DELETIONS_HELD, [""])
         self.hold.set(None)
         if not self.quiet:
             log.warning("deletions no longer held: %s", why)

@@ -16,8 +16,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
 from typing import Self
 
-from imgwatch.files.decide import FileProcessor
-from imgwatch.reconcile.reconciler import Outcome, ToRead, examine
+from imgwatch.files.decide import Outcome, ToRead, examine
+from imgwatch.files.record import FileProcessor
 
 log = logging.getLogger(__name__)
 

@@ -15,101 +15,27 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from imgwatch.db.store import (
-    DONE,
-    FAILED,
-    FILE_NAME_MAX,
+from imgwatch.db.upsert import PreparedRows
+from imgwatch.files.decide import UNCHANGED, Outcome, ToRead, examine, unchanged
+from imgwatch.files.names import ImageNameFilter, is_plain, row_name
+from imgwatch.files.record import FileProcessor
+from imgwatch.files.walk import FoundFile, WalkState, check_image_dir, walk
+from imgwatch.model import (
     GONE,
-    MISSING,
-    PENDING,
-    REJECTED,
-    SETTLED,
     STATE,
     STATE_ID,
-    STATE_MTIME,
-    STATE_SIDECAR,
-    STATE_SIZE,
     FileState,
     ImageRecord,
     KnownFile,
-    PreparedRows,
+    ScanSummary,
+    Status,
 )
-from imgwatch.files.decide import FileProcessor, row_name, stand_in_name, unstorable_reason
-from imgwatch.files.names import ImageNameFilter
-from imgwatch.files.walk import FoundFile, WalkState, check_image_dir, walk
 from imgwatch.reconcile.deletions import DeleteGuard, Deletions, GoneRow, GoneRows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ScanSummary:
-    """What one reconcile did, for the summary line and the exit code."""
-
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    missing: int = 0
-    failed: int = 0
-    busy: int = 0
-    elapsed: float = 0.0
-    interrupted: bool = False
-    held: int = 0  # rows whose deletion the mass-deletion guard holds (deletions.py)
-    read: int = 0  # files read (new, changed, rejected ...), and their bytes
-    read_bytes: int = 0
-
-    @property
-    def changes(self) -> int:
-        """Rows this reconcile recorded anew or settled as gone (a file that fails
-        to be read fails again each time: not a change)."""
-        return self.new + self.changed + self.rejected + self.missing
-
-    def line(self) -> str:
-        return (
-            f"rescan: {self.new} new, {self.changed} changed, {self.unchanged} unchanged, "
-            f"{self.rejected} rejected, {self.missing} missing, {self.failed} failed, "
-            f"{self.busy} still being written, in {self.elapsed:.2f}s"
-            + (" (interrupted)" if self.interrupted else "")
-            + (f"; {self.held} deletion(s) held" if self.held else "")
-        )
-
-
-UNCHANGED = "unchanged"
-VANISHED = "vanished"
-
-
-def examine(
-    found: FoundFile, row: KnownFile | None, processor: FileProcessor, uploads: bool
-) -> ImageRecord | str:
-    """What one found file means for its row: a record to write, or why there is none."""
-    if _is_unchanged(found, row):
-        return UNCHANGED
-    unstorable = unstorable_reason(found.file_name)
-    reason = unstorable or found.problem
-    if reason is not None:
-        name = found.file_name if unstorable is None else stand_in_name(found.file_name)
-        return processor.reject(name, reason, found.size_bytes, found.mtime_ns, found.file_name)
-    record = processor.process(
-        found.file_name,
-        found.path,
-        found.size_bytes,
-        found.mtime_ns,
-        has_sidecar=found.sidecar_mtime_ns is not None,
-    )
-    if record is None:
-        return VANISHED
-    settle_status(record, row, uploads)
-    return record
-
-
-# What reading one file gave: a record to write, UNCHANGED or VANISHED.
-Outcome = ImageRecord | str
-ToRead = tuple[FoundFile, KnownFile | None]  # a file to read, and its row if any
 
 
 class Readers(Protocol):
@@ -126,7 +52,7 @@ class Readers(Protocol):
 
 class Progress(Protocol):
     """Told, every so often, how many files the reconcile has looked at so far, and
-    how many of them (and how many bytes) it read; see imgwatch/progress.py."""
+    how many of them (and how many bytes) it read; see reconcile/progress.py."""
 
     def __call__(self, seen: int, read: int, read_bytes: int) -> None: ...
 
@@ -213,19 +139,13 @@ class Reconciler:
                     summary.interrupted = True
                     break
                 file_name = found.file_name
-                name = file_name if _plain(file_name) else row_name(file_name)
+                name = file_name if is_plain(file_name) else row_name(file_name)
                 seen += 1
                 if progress is not None and not seen % _PROGRESS_EVERY:
                     progress(seen, summary.read, summary.read_bytes)
                 row = unseen.pop(name, None)
                 # A settled archive takes only this path: one dict lookup, nothing read.
-                if (
-                    row is not None
-                    and row[STATE] == SETTLED
-                    and row[STATE_SIZE] == found.size_bytes
-                    and row[STATE_MTIME] == found.mtime_ns
-                    and row[STATE_SIDECAR] == found.sidecar_mtime_ns
-                ):
+                if row is not None and unchanged(row, found):
                     summary.unchanged += 1
                     continue
                 todo.append((found, name, row is not None))
@@ -359,7 +279,7 @@ class Reconciler:
         summary: ScanSummary,
     ) -> None:
         """Rows whose file the walk did not find: missing, forgotten or purged, unless
-        the mass-deletion guard holds them all (deletions.py)."""
+        the mass-deletion guard holds them all (reconcile/deletions.py)."""
         gone = [
             GoneRow(row[STATE_ID], name)
             for name, row in unseen.items()
@@ -378,9 +298,9 @@ class Reconciler:
 
     @staticmethod
     def _count(summary: ScanSummary, record: ImageRecord, *, is_new: bool) -> None:
-        if record.status == REJECTED:
+        if record.status == Status.REJECTED:
             summary.rejected += 1
-        elif record.status == FAILED:
+        elif record.status == Status.FAILED:
             summary.failed += 1
         elif record.last_error is not None:  # pending: changed while being read
             summary.busy += 1
@@ -390,38 +310,6 @@ class Reconciler:
             summary.changed += 1
 
 
-def _is_unchanged(found: FoundFile, row: KnownFile | None) -> bool:
-    """Same size and mtime as a row whose facts were read: nothing to re-read.
-
-    What is left to do for such a row (an upload) is found from its status, not by
-    reading the file again. A rejected row has no hash but is settled too.
-    """
-    if row is None or row.status == MISSING:
-        return False
-    if row.status == REJECTED:  # the words beside a file that is no image do not matter
-        return (row.size_bytes, row.mtime_ns) == (found.size_bytes, found.mtime_ns)
-    return row.sha256 is not None and (row.size_bytes, row.mtime_ns, row.sidecar_mtime_ns) == (
-        found.size_bytes,
-        found.mtime_ns,
-        found.sidecar_mtime_ns,
-    )
-
-
-def settle_status(record: ImageRecord, row: KnownFile | None, uploads: bool) -> None:
-    """An accepted file is `done` unless it still has to go to WordPress (`pending`)."""
-    if record.status != DONE or not uploads:
-        return
-    # Already in WordPress: the same content, or a row adopted from the original
-    # service (its content was never hashed, but it has a URL), needs no upload.
-    uploaded = (
-        row is not None
-        and row.wp_url is not None
-        and (row.sha256 is None or row.sha256 == record.sha256)
-    )
-    if not uploaded:
-        record.status = PENDING
-
-
 # Files walked between two progress reports: often enough for a bar, rarely enough
 # to cost nothing on the walk of an unchanged tree.
 _PROGRESS_EVERY = 256
@@ -429,11 +317,6 @@ _PROGRESS_EVERY = 256
 # Fewer files than this are read in the reconcile's own process: handing them to
 # other processes would cost more than it saves.
 _READERS_MIN = 64
-
-
-def _plain(file_name: str) -> bool:
-    """A short ASCII name, its own row name: the common case, told without encoding."""
-    return file_name.isascii() and len(file_name) <= FILE_NAME_MAX
 
 
 def _under_any(file_name: str, prefixes: list[str]) -> bool:

@@ -4,144 +4,52 @@ The idempotency key is a slug derived from the content (`img-<sha256>`): it is
 looked up before every upload and after every error, so a crash, a timeout or a
 re-run finds the earlier upload instead of making a second one. The row goes
 `pending -> uploading -> done`; a file WordPress refuses ends `failed` with the
-reason. A condition of the site (imgwatch/wpanswers.py) fails no row: the row goes
-back to `pending` and every upload pauses (imgwatch/pause.py).
+reason. A condition of the site (wordpress/answers.py) fails no row: the row goes
+back to `pending` and every upload pauses (wordpress/pause.py).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import os
-import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
-from imgwatch.db.store import UPLOADS_PAUSED, ImageStore, TextUpdate, UploadJob, utcnow
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import PermanentError, SiteCondition, TransientError, UploadError
+from imgwatch.model import TextUpdate, UploadJob
 from imgwatch.reconcile.deletions import GoneRow
 from imgwatch.textdigest import TEXT_FIELDS, UNKNOWN, changed_fields, text_digest
-from imgwatch.wordpress.client import Media, MediaClient, MediaGone, upload_file_name
+from imgwatch.wordpress.addresses import upload_file_name
+from imgwatch.wordpress.claims import claim_owner
+from imgwatch.wordpress.client import Media, MediaClient, MediaGone
+from imgwatch.wordpress.outcomes import (
+    ContentChanged,
+    Landed,
+    RetryPolicy,
+    UploadTally,
+    reschedule_at,
+)
 from imgwatch.wordpress.pause import UploadPause
+from imgwatch.wordpress.purge import delete_unless_shared, purge
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Persisted retry schedule after a file used up its in-run attempts: 1 min, 2, 4 … 1 h.
-RESCHEDULE_BASE = dt.timedelta(minutes=1)
-RESCHEDULE_MAX = dt.timedelta(hours=1)
 _HASH_CHUNK = 1 << 20
 # Times a row may meet a condition of the site, each time right after the site
 # answered its probe, before the condition is taken as the file's.
 SUSPECT_AFTER = 3
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Attempts within one run, with capped exponential backoff and jitter."""
-
-    attempts: int = 3
-    base: float = 1.0
-    cap: float = 30.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        if retry_after is not None:
-            return min(self.cap, retry_after)
-        # Full jitter over the upper half keeps several workers from retrying in step.
-        backoff = min(self.cap, self.base * 2.0 ** (attempt - 1))
-        return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
-
-
-def reschedule_at(attempts_so_far: int, retry_after: float | None = None) -> dt.datetime:
-    """When a failed row is next due, given how many times it already failed."""
-    delay = RESCHEDULE_BASE * 2.0 ** min(attempts_so_far, 10)
-    if retry_after is not None:
-        delay = max(delay, dt.timedelta(seconds=retry_after))
-    return utcnow() + min(delay, RESCHEDULE_MAX)
-
-
-def claim_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def release_dead_claims(store: ImageStore) -> int:
-    """Claims this host's earlier, now dead, processes left behind (kill -9 mid-upload):
-    released at once rather than after their lease. Their record of a pause goes too."""
-    released = store.release_claims_of(dead_owners(store.claim_owners(_host_prefix())))
-    if released:
-        log.info("released %d upload claim(s) of earlier processes on this host", released)
-    paused = [c.owner for c in store.conditions() if c.kind == UPLOADS_PAUSED]
-    store.clear_condition(UPLOADS_PAUSED, dead_owners(paused))
-    return released
-
-
-def dead_owners(owners: Iterable[str]) -> list[str]:
-    """The host:pid owners among these that were processes of this host, now gone."""
-    prefix = _host_prefix()
-    dead = []
-    for owner in owners:
-        pid_text = owner[len(prefix) :] if owner.startswith(prefix) else ""
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-            dead.append(owner)
-    return dead
-
-
-def _host_prefix() -> str:
-    return socket.gethostname() + ":"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, someone else's
-    return True
-
-
 def _words(job: UploadJob) -> tuple[str | None, str | None, str | None, str | None]:
     return (job.title, job.description, job.caption, job.alt_text)
-
-
-class Landed(NamedTuple):
-    """A file in the media library: its item, whether it was there already (found by
-    its slug), and what its words were set to (textdigest.UNKNOWN: not known)."""
-
-    media: Media
-    reused: bool
-    text_digest: str
-
-
-class ContentChanged(Exception):
-    """The file on disk no longer has the row's content; a scan will pick up the new one."""
-
-
-@dataclass(slots=True)
-class UploadTally:
-    done: int = 0
-    reused: int = 0
-    updated: int = 0  # media items given their rows' new words
-    gone: int = 0  # media items a person deleted in WordPress
-    failed: int = 0
-    skipped: int = 0
-    waiting: int = 0  # not tried or given back: uploads are paused by a site condition
-
-    def add(self, outcome: str) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
-
-    def merge(self, other: UploadTally) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class Uploader:
@@ -191,6 +99,15 @@ class Uploader:
         # One media item per (content, name): still stable across re-runs.
         name_key = hashlib.sha256(job.file_name.encode()).hexdigest()[:16]
         return f"img-{job.sha256[:48]}-{name_key}"
+
+    def slug_lock(self, slug: str) -> threading.Lock:
+        """The lock of a slug: two rows with the same content must not both miss the
+        lookup and both upload, nor an upload link to an item being purged."""
+        return self._slug_locks[hash(slug) % len(self._slug_locks)]
+
+    def purge(self, gone: GoneRow) -> str:
+        """See wordpress/purge.py."""
+        return purge(self, gone)
 
     def upload_all(self, jobs: Iterable[UploadJob]) -> UploadTally:
         """Every job once (--rescan); once uploads pause, the rest wait, not tried."""
@@ -243,7 +160,7 @@ class Uploader:
             # database is uploading it right now.
             return "skipped"
         slug = self.slug_for(job)
-        lock = self._slug_locks[hash(slug) % len(self._slug_locks)]
+        lock = self.slug_lock(slug)
         try:
             with lock:
                 landed = self._upload_with_retries(job, slug)
@@ -265,7 +182,7 @@ class Uploader:
             return "waiting"
         except TransientError as exc:
             # Retries used up. Whose fault: the probe tells the site's from this file's.
-            if self._site_at_fault(lambda: self.store.release_upload(job, self.owner)):
+            if self.site_at_fault(lambda: self.store.release_upload(job, self.owner)):
                 return "waiting"
             when = reschedule_at(job.attempts, exc.retry_after)
             log.warning("upload failed %r, next try %s UTC: %s", job.file_name, when, exc)
@@ -301,7 +218,7 @@ class Uploader:
                 return Landed(found, True, text_digest(*_words(job)))
             return self._send(job, slug)
 
-        return self._retrying(attempt, job.file_name)
+        return self.retrying(attempt, job.file_name)
 
     def _speaks_for(self, job: UploadJob, media_id: int) -> bool:
         """Is this row the first name (the lowest id) of a media item other rows
@@ -310,7 +227,7 @@ class Uploader:
         first = self.store.first_user(media_id)
         return first is not None and first > job.id
 
-    def _retrying(self, attempt: Callable[[], T], file_name: str) -> T:
+    def retrying(self, attempt: Callable[[], T], file_name: str) -> T:
         """attempt() until it works, the policy's attempts are used up (its last
         TransientError is raised), or uploads pause (the condition is raised)."""
         tries = 0
@@ -330,7 +247,7 @@ class Uploader:
                     self.on_retry()
                 time.sleep(delay)
 
-    def _site_at_fault(self, release: Callable[[], object]) -> bool:
+    def site_at_fault(self, release: Callable[[], object]) -> bool:
         """After the retries of one row: does the site answer its probe? If not, it is
         the site's fault: uploads pause and the row is given back (release)."""
         condition = self.client.probe()
@@ -380,7 +297,7 @@ class Uploader:
         values = dict(zip(TEXT_FIELDS, update.values, strict=True))
         given = {name: values[name] or "" for name in fields}
         try:
-            self._retrying(
+            self.retrying(
                 lambda: self.client.update_fields(update.wp_media_id, given), update.file_name
             )
         except MediaGone:
@@ -394,7 +311,7 @@ class Uploader:
             self.store.record_text_sent(update.id, update.wp_media_id, sent)
             return "failed"
         except TransientError as exc:
-            if self._site_at_fault(lambda: None):
+            if self.site_at_fault(lambda: None):
                 return "waiting"
             log.warning(
                 "could not update the text of %r, tried again later: %s", update.file_name, exc
@@ -488,63 +405,6 @@ class Uploader:
         if not self.delete_replaced or old is None or old == media.id:
             return
         try:
-            self._delete_unless_shared(old, job.id, job.file_name, "replaced media")
+            delete_unless_shared(self, old, job.id, job.file_name, "replaced media")
         except UploadError as exc:
             log.warning("could not delete replaced media %d of %r: %s", old, job.file_name, exc)
-
-    # --- purging --------------------------------------------------------------------
-
-    def purge(self, gone: GoneRow) -> str:
-        """A file deleted with IMGWATCH_ON_DELETE=purge: its media item goes (unless
-        another row uses it, or will: the same content under a new name), then its
-        row. Returns purged|kept (the file is back)|failed (the item could not be
-        deleted: the row stays, `missing`, with the reason)|waiting (the site is in
-        trouble: the row stays as it is, and the next reconcile finds it gone)."""
-        if self.pause.condition is not None:
-            return "waiting"
-        row = self.store.lookup(gone.file_name)
-        if row is None or row.id != gone.id:
-            return "purged"  # already
-        if os.path.lexists(self.image_dir / gone.file_name):
-            return "kept"
-        media = row.wp_media_id
-        if media is not None:
-            # Under the slug's lock: an upload of the same content in this process
-            # must not link to an item being deleted.
-            slug = f"img-{row.sha256}" if self.share_identical and row.sha256 else ""
-            try:
-                with self._slug_locks[hash(slug) % len(self._slug_locks)]:
-                    self._retrying(
-                        lambda: self._delete_unless_shared(
-                            media, gone.id, gone.file_name, "media", row.sha256
-                        ),
-                        gone.file_name,
-                    )
-            except SiteCondition as cond:
-                self.pause.report(cond)
-                return "waiting"
-            except UploadError as exc:
-                if isinstance(exc, TransientError) and self._site_at_fault(lambda: None):
-                    return "waiting"
-                reason = f"purge: could not delete media {media}: {exc}"
-                log.warning("%r kept as missing: %s", gone.file_name, reason)
-                self.store.mark_missing([gone.id], names=[gone.file_name], reason=reason)
-                return "failed"
-            self.pause.worked()
-        if os.path.lexists(self.image_dir / gone.file_name):
-            return "kept"  # back while the item was being deleted: its row stays
-        self.store.forget([gone.id])
-        log.info("forgot %r: deleted or moved away, row removed", gone.file_name)
-        return "purged"
-
-    def _delete_unless_shared(
-        self, media_id: int, row_id: int, file_name: str, what: str, sha256: str | None = None
-    ) -> None:
-        """Delete a media item no other row uses (identical content under two names
-        shares one), nor will: a row of the same content (sha256) waiting for its
-        upload links to it by its slug."""
-        waiting = sha256 if self.share_identical else None
-        if self.store.media_in_use(media_id, except_id=row_id, sha256=waiting):
-            log.info("kept %s %d of %r: another file shares it", what, media_id, file_name)
-        elif self.client.delete(media_id):
-            log.info("deleted %s %d of %r from WordPress", what, media_id, file_name)

@@ -14,11 +14,13 @@ from sqlalchemy.engine import URL
 
 from imgwatch.commands import check as checkup
 from imgwatch.config import load_settings
-from imgwatch.db.store import DONE, FAILED, PENDING, REJECTED, ImageStore, utcnow
+from imgwatch.db.store import ImageStore
+from imgwatch.model import Status, utcnow
 from tests.daemon.test_app import daemon_env, start
 from tests.daemonproc import wait_rows
 from tests.db.test_store import make_original_table
 from tests.imagefiles import write_image
+from tests.rows import all_rows, row_of
 from tests.runner import run
 from tests.servers import MariaDB, WordPress
 from tests.wordpress.test_uploader import wp_env
@@ -73,13 +75,13 @@ def test_status_counts_problems_and_the_last_scan(image_dir: Path, db_url: URL) 
 
     report = json.loads(imgwatch("status", "--json", image_dir=image_dir, db=db_url).stdout)
     assert report["total"] == 3
-    assert report["counts"][DONE] == 2 and report["counts"][REJECTED] == 1
-    assert report["counts"][FAILED] == 0  # every status is there, zeros too
+    assert report["counts"][Status.DONE] == 2 and report["counts"][Status.REJECTED] == 1
+    assert report["counts"][Status.FAILED] == 0  # every status is there, zeros too
     assert report["last_scan"]["reason"] == "rescan"
     assert (report["last_scan"]["new"], report["last_scan"]["rejected"]) == (2, 1)
     assert report["last_scan"]["started_at"].endswith("Z")
     (problem,) = report["problems"]
-    assert problem["file_name"] == "bad.gif" and problem["status"] == REJECTED
+    assert problem["file_name"] == "bad.gif" and problem["status"] == Status.REJECTED
     assert problem["last_error"] == "not an image: content looks like text"
 
 
@@ -160,7 +162,7 @@ def test_retry_rejected_after_raising_the_size_limit(image_dir: Path, db_url: UR
     imgwatch("--rescan", image_dir=image_dir, db=db_url, **limit)
     store = ImageStore(db_url)
     try:
-        assert store.get("big.png")["status"] == REJECTED  # type: ignore[index]
+        assert row_of(store, "big.png")["status"] == Status.REJECTED  # type: ignore[index]
         # Unchanged on disk: a rescan alone does not read it again.
         again = imgwatch("--rescan", image_dir=image_dir, db=db_url)
         assert again.stdout.startswith("rescan: 0 new, 0 changed, 1 unchanged")
@@ -169,12 +171,12 @@ def test_retry_rejected_after_raising_the_size_limit(image_dir: Path, db_url: UR
         assert (
             result.stdout.strip() == "retry: 0 failed upload(s) due now, 1 file(s) to be read again"
         )
-        row = store.get("big.png")
-        assert row is not None and (row["status"], row["sha256"]) == (PENDING, None)
+        row = row_of(store, "big.png")
+        assert row is not None and (row["status"], row["sha256"]) == (Status.PENDING, None)
         done = imgwatch("--rescan", image_dir=image_dir, db=db_url)
         assert done.stdout.startswith("rescan: 0 new, 1 changed, 0 unchanged, 0 rejected")
-        row = store.get("big.png")
-        assert row is not None and (row["status"], row["last_error"]) == (DONE, None)
+        row = row_of(store, "big.png")
+        assert row is not None and (row["status"], row["last_error"]) == (Status.DONE, None)
     finally:
         store.close()
 
@@ -199,7 +201,7 @@ def test_retry_failed_uploads_makes_them_due_now(image_dir: Path, db_url: URL) -
         due = store.due_uploads()
         assert sorted(j.file_name for j in due) == ["a.jpg", "b.jpg"]
         assert all(j.attempts == 0 for j in due)
-        row = store.get("a.jpg")
+        row = row_of(store, "a.jpg")
         assert row is not None and row["next_attempt_at"] <= utcnow()
     finally:
         store.close()
@@ -223,8 +225,8 @@ def test_a_retried_failed_upload_reaches_wordpress(
         imgwatch("retry", "--failed", image_dir=image_dir, db=db)
         result = imgwatch("--rescan", image_dir=image_dir, db=db, **wp)
         assert "; wordpress: 0 uploaded, 1 linked to existing media, 0 failed" in result.stdout
-        row = store.get("a.jpg")
-        assert row is not None and row["status"] == DONE and row["wp_url"]
+        row = row_of(store, "a.jpg")
+        assert row is not None and row["status"] == Status.DONE and row["wp_url"]
     finally:
         store.close()
 
@@ -259,7 +261,7 @@ def test_the_daemon_reads_retried_files_without_a_signal(
         daemon.wait_log(r"startup reconcile: 0 new")
         imgwatch("retry", "--rejected", image_dir=image_dir, db=db_url)
         daemon.wait_log(r"retry reconcile: 0 new, 1 changed", timeout=40)
-        wait_rows(db_url, lambda rows: rows["big.png"]["status"] == DONE)
+        wait_rows(db_url, lambda rows: rows["big.png"]["status"] == Status.DONE)
         assert daemon.stop() == 0
 
 
@@ -277,7 +279,7 @@ def test_dry_run_says_what_would_happen_and_changes_nothing(image_dir: Path, db_
     (image_dir / "bad.gif").write_text("hello")
     store = ImageStore(db_url)
     try:
-        before = store.all_rows()
+        before = all_rows(store)
         env = {
             "IMGWATCH_WP_API_URL": "http://127.0.0.1:9/wp-json/wp/v2/media",
             "IMGWATCH_WP_USER": "u",
@@ -298,7 +300,7 @@ def test_dry_run_says_what_would_happen_and_changes_nothing(image_dir: Path, db_
             "dry run: 1 new, 1 changed, 1 unchanged, 1 rejected, 1 missing, 3 to upload"
         )
         assert "wp-secret" not in result.stdout + result.stderr
-        assert store.all_rows() == before
+        assert all_rows(store) == before
         status = json.loads(imgwatch("status", "--json", image_dir=image_dir, db=db_url).stdout)
         assert status["last_scan"]["new"] == 3  # the real rescan, not the dry run
     finally:
@@ -413,7 +415,7 @@ def test_check_compares_the_tree_with_the_inotify_limit(
     monkeypatch.setattr(checkup, "read_limit", lambda name: 4)
     url = f"sqlite:///{tmp_path / 'x.db'}"
     settings = load_settings({"image_dir": image_dir, "db_url": url, "watch_mode": "inotify"})
-    assert checkup.run_check(settings) == 78
+    assert checkup.run(settings) == 78
     out = capsys.readouterr().out
     assert "the tree has 6 directories but fs.inotify.max_user_watches is 4" in out
     assert "sysctl fs.inotify.max_user_watches=12" in out

@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, MISSING, PENDING
+from imgwatch.model import Status
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.runner import mysql_env
@@ -63,7 +63,7 @@ def slow_copy(data: bytes, dest: Path, chunks: int = 5, pause: float = 0.6) -> N
 
 
 def all_done(names: set[str]) -> Any:
-    return lambda rows: names <= {n for n, r in rows.items() if r["status"] == DONE}
+    return lambda rows: names <= {n for n, r in rows.items() if r["status"] == Status.DONE}
 
 
 def test_files_dropped_as_people_do_are_recorded_once_and_complete(
@@ -135,7 +135,7 @@ def test_moves_keep_the_row_and_deletes_mark_it_missing(
             db,
             lambda r: (
                 {"2026-album/a.jpg", "2026-album/b.jpg"} <= set(r)
-                and r.get("gone.jpg", {}).get("status") == MISSING
+                and r.get("gone.jpg", {}).get("status") == Status.MISSING
             ),
         )
         assert daemon.stop() == 0
@@ -185,7 +185,7 @@ def test_a_slow_rewrite_in_place_ends_with_the_complete_file(
         rows = wait_rows(db_url, lambda r: r["over.jpg"]["width"] == 256)
         assert daemon.stop() == 0
     row = rows["over.jpg"]
-    assert (row["status"], row["sha256"]) == (DONE, sha256_of(image_dir / "over.jpg"))
+    assert (row["status"], row["sha256"]) == (Status.DONE, sha256_of(image_dir / "over.jpg"))
 
 
 def test_notify_protocol_and_sigterm(tmp_path: Path, image_dir: Path, db_url: URL) -> None:
@@ -338,7 +338,7 @@ def test_daemon_uploads_dropped_files_once_and_moves_do_not_reupload(
         moved = wait_rows(db, lambda r: "renamed.png" in r)
         assert daemon.stop() == 0
     assert moved["renamed.png"]["wp_url"] == rows["new.png"]["wp_url"]
-    assert moved["renamed.png"]["status"] == DONE
+    assert moved["renamed.png"]["status"] == Status.DONE
     assert site.media_count() == media_before + 2  # the move uploaded nothing
     assert " in WordPress (media " not in daemon.log()  # and updated no words
     assert "Traceback" not in daemon.log()
@@ -372,11 +372,11 @@ def test_wordpress_down_at_start_does_not_stop_the_daemon(
     try:
         with start(tmp_path, image_dir, db, wp_probe_max="1", **wp_settings(site)) as daemon:
             write_image(image_dir / "waits.jpg")
-            wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == PENDING)
+            wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == Status.PENDING)
             daemon.wait_log(r"uploads paused: cannot connect to WordPress")
             site.serve()
             # No SIGHUP, no retry: the probe finds the site back and uploads resume.
-            rows = wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == DONE)
+            rows = wait_rows(db, lambda r: r.get("waits.jpg", {}).get("status") == Status.DONE)
             assert daemon.stop() == 0
     finally:
         if site.process is None or site.process.poll() is not None:
@@ -425,10 +425,9 @@ def test_a_dead_watcher_is_restarted_and_a_reconcile_follows(
         observer.stop()  # what an exception inside watchdog's thread leaves behind
         observer.join(5)
         assert not daemon.watcher.alive()
-        daemon._check_watcher()
+        daemon.health.check_watcher()
         assert daemon.watcher.alive()
-        assert daemon._reconcile_wanted.is_set()
-        assert daemon._reconcile_reason == "watcher restart"
+        assert daemon.reconciles.asked() == "watcher restart"
         assert "the watcher thread stopped; restarting the watch and reconciling" in caplog.text
     finally:
         daemon.watcher.stop()
@@ -440,7 +439,7 @@ def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
     import threading
 
     from imgwatch.config import load_settings
-    from imgwatch.daemon import app as daemon_module
+    from imgwatch.daemon import health as health_module
     from imgwatch.daemon.app import Daemon
 
     settings = load_settings({"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}"})
@@ -452,49 +451,24 @@ def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
         return False
 
     monkeypatch.setattr(d.files, "process", hung_read)
-    monkeypatch.setattr(daemon_module, "STUCK_AFTER", 0.2)
+    monkeypatch.setattr(health_module, "STUCK_AFTER", 0.2)
     d.store.open()  # the workers look rows up before reading files
     d.watcher.start()
     d.files.start()
     d.writer.start()
     try:
-        assert d.healthy()
+        assert d.health.healthy()
         assert d.files.submit("slow.jpg")
-        wait_for(lambda: not d.healthy(), 5, "the stuck read to be noticed")
+        wait_for(lambda: not d.health.healthy(), 5, "the stuck read to be noticed")
         assert d.files.stuck(0.2) == "slow.jpg"
         unblock.set()
-        wait_for(d.healthy, 5, "health back once the read returns")
+        wait_for(d.health.healthy, 5, "health back once the read returns")
     finally:
         unblock.set()
         d.watcher.stop()
         deadline = time.monotonic() + 10
         assert d.files.stop(deadline) and d.writer.stop(deadline)  # no threads left behind
         d.store.close()
-
-
-def test_changes_queued_before_a_drop_are_routed_before_the_reset(
-    tmp_path: Path, image_dir: Path
-) -> None:
-    from imgwatch.config import load_settings
-    from imgwatch.daemon.app import Daemon
-    from imgwatch.daemon.watch import Change
-
-    settings = load_settings(
-        {"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}", "max_wait": 600}
-    )
-    d = Daemon(settings)
-    path = str(d.root / "a.jpg")
-    # A copy under way, then its close dropped because the queue was full.
-    d.inbox.put(Change("created", path))
-    d.inbox.put(Change("written", path))
-    d.watcher.handler.lost.set()
-    d._after_lost_events()
-    assert d.inbox.empty()
-    deadline = d.debouncer.next_deadline()
-    assert deadline is not None
-    # Read after the quiet period, not after max_wait waiting for the dropped close.
-    assert deadline - time.monotonic() <= settings.quiet_period + 0.1
-    assert d._reconcile_wanted.is_set()
 
 
 WATCH_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")

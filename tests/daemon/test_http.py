@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 from imgwatch.config import listen_address
 from imgwatch.daemon.http import DatabaseCheck
 from imgwatch.daemon.metrics import reason_label
-from imgwatch.db.store import DONE
+from imgwatch.model import Status
 from tests.daemon.test_app import daemon_env, start, wp_settings
 from tests.daemonproc import wait_for, wait_rows
 from tests.imagefiles import write_image
@@ -134,7 +134,7 @@ def test_unhealthy_while_the_database_is_down(
         finally:
             own_mariadb.resume()
         wait_status(port, "/", 200)
-        wait_rows(db, lambda r: r.get("during.jpg", {}).get("status") == DONE)
+        wait_rows(db, lambda r: r.get("during.jpg", {}).get("status") == Status.DONE)
         assert metric(get(port, "/metrics")[1], "imgwatch_database_up") == 1
         assert daemon.stop() == 0
 

@@ -12,18 +12,11 @@ from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import URL
 
 from imgwatch.db.rowsinsert import RowsInsert
-from imgwatch.db.store import (
-    DONE,
-    FAILED,
-    MISSING,
-    REJECTED,
-    STATE_ID,
-    ImageRecord,
-    ImageStore,
-    images,
-    utcnow,
-)
+from imgwatch.db.schema import images
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import ConfigError, DatabaseUnavailable
+from imgwatch.model import STATE_ID, ImageRecord, Status, utcnow
+from tests.rows import all_rows, row_of
 from tests.servers import MariaDB, free_port
 
 # The original service's DDL, as its documentation gives it (MySQL flavour).
@@ -56,7 +49,7 @@ def record(name: str, **fields: Any) -> ImageRecord:
         "file_name": name,
         "title": name,
         "description": "Image description",
-        "status": DONE,
+        "status": Status.DONE,
         "sha256": "0" * 64,
         "size_bytes": 10,
         "mtime_ns": 1_700_000_000_000_000_000,
@@ -93,10 +86,10 @@ def test_creates_table_with_all_columns(store: ImageStore) -> None:
 
 def test_upsert_inserts_then_updates_one_row(store: ImageStore) -> None:
     store.upsert([record("a.jpg")])
-    first = store.get("a.jpg")
+    first = row_of(store, "a.jpg")
     assert first is not None
     store.upsert([record("a.jpg", sha256="f" * 64, size_bytes=99, width=7)])
-    rows = store.all_rows()
+    rows = all_rows(store)
     assert len(rows) == 1
     assert rows[0]["id"] == first["id"]
     assert (rows[0]["sha256"], rows[0]["size_bytes"], rows[0]["width"]) == ("f" * 64, 99, 7)
@@ -108,16 +101,16 @@ def test_upsert_keeps_a_title_a_person_edited(store: ImageStore) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE images SET title='My title', description='Mine'"))
     store.upsert([record("a.jpg", size_bytes=11)])
-    row = store.get("a.jpg")
+    row = row_of(store, "a.jpg")
     assert row is not None
     assert (row["title"], row["description"], row["size_bytes"]) == ("My title", "Mine", 11)
 
 
 def test_batch_of_many_rows_in_one_call(store: ImageStore) -> None:
     store.upsert([record(f"dir/{i:05d}.jpg") for i in range(1200)])
-    assert store.counts_by_status() == {DONE: 1200}
-    store.upsert([record(f"dir/{i:05d}.jpg", status=REJECTED) for i in range(0, 1200, 2)])
-    assert store.counts_by_status() == {DONE: 600, REJECTED: 600}
+    assert store.counts_by_status() == {Status.DONE: 1200}
+    store.upsert([record(f"dir/{i:05d}.jpg", status=Status.REJECTED) for i in range(0, 1200, 2)])
+    assert store.counts_by_status() == {Status.DONE: 600, Status.REJECTED: 600}
 
 
 def test_file_names_are_case_and_unicode_exact(store: ImageStore) -> None:
@@ -131,10 +124,14 @@ def test_mark_missing_keeps_row_and_url(store: ImageStore) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE images SET wp_url='https://wp/a.jpg' WHERE file_name='a.jpg'"))
     assert store.mark_missing([store.file_states()["a.jpg"][STATE_ID]]) == 1
-    row = store.get("a.jpg")
+    row = row_of(store, "a.jpg")
     assert row is not None
-    assert (row["status"], row["wp_url"], row["sha256"]) == (MISSING, "https://wp/a.jpg", "0" * 64)
-    assert (store.get("b.jpg") or {})["status"] == DONE
+    assert (row["status"], row["wp_url"], row["sha256"]) == (
+        Status.MISSING,
+        "https://wp/a.jpg",
+        "0" * 64,
+    )
+    assert (row_of(store, "b.jpg") or {})["status"] == Status.DONE
 
 
 def test_adopts_original_table_without_touching_rows(db_url: URL) -> None:
@@ -144,18 +141,18 @@ def test_adopts_original_table_without_touching_rows(db_url: URL) -> None:
     try:
         cols = {c["name"] for c in inspect(store.engine).get_columns("images")}
         assert cols == {c.name for c in images.columns}
-        rows = store.all_rows()
+        rows = all_rows(store)
         for got, want in zip(rows, ORIGINAL_ROWS, strict=True):
             assert {k: got[k] for k in want} == want
         assert [r["status"] for r in rows] == ["pending", "pending"]
         assert [r["attempts"] for r in rows] == [0, 0]
-        before = store.all_rows()
+        before = all_rows(store)
     finally:
         store.close()
     again = ImageStore(db_url)
     again.open()  # second start: nothing to add, nothing changes
     try:
-        assert again.all_rows() == before
+        assert all_rows(again) == before
     finally:
         again.close()
 
@@ -265,8 +262,8 @@ def test_mark_missing_by_name_spares_a_row_renamed_meanwhile(store: ImageStore) 
     store.rename("a.jpg", "moved.jpg")  # a move lands while a scan runs
     ids = [known["a.jpg"][STATE_ID], known["b.jpg"][STATE_ID]]
     assert store.mark_missing(ids, names=["a.jpg", "b.jpg"]) == 1
-    rows = {r["file_name"]: r["status"] for r in store.all_rows()}
-    assert rows == {"moved.jpg": DONE, "b.jpg": MISSING}
+    rows = {r["file_name"]: r["status"] for r in all_rows(store)}
+    assert rows == {"moved.jpg": Status.DONE, "b.jpg": Status.MISSING}
 
 
 def test_forget_removes_rows(store: ImageStore) -> None:
@@ -278,9 +275,11 @@ def test_forget_removes_rows(store: ImageStore) -> None:
 def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStore) -> None:
     # What a second daemon (or a reconcile) does when it records a file that the
     # first one is uploading, or has uploaded: it must not reopen the upload.
-    from imgwatch.db.store import PENDING, UPLOADING, UploadJob
+    from imgwatch.model import Status, UploadJob
 
-    store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
+    store.upsert(
+        [record("up.jpg", status=Status.PENDING), record("done.jpg", status=Status.PENDING)]
+    )
     rows = store.file_states()
     up = UploadJob(rows["up.jpg"][STATE_ID], "up.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
     assert store.mark_uploading(up, "host-a:1", lease=600)
@@ -289,18 +288,20 @@ def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStor
     )
     assert store.record_upload(done, 7, "https://wp/done.jpg", "")
 
-    store.upsert([record("up.jpg", status=PENDING), record("done.jpg", status=PENDING)])
-    got = {r["file_name"]: r for r in store.all_rows()}
-    assert got["up.jpg"]["status"] == UPLOADING
+    store.upsert(
+        [record("up.jpg", status=Status.PENDING), record("done.jpg", status=Status.PENDING)]
+    )
+    got = {r["file_name"]: r for r in all_rows(store)}
+    assert got["up.jpg"]["status"] == Status.UPLOADING
     assert got["up.jpg"]["claimed_by"] == "host-a:1"
     assert not store.mark_uploading(up, "host-b:2", lease=600)  # still held
-    assert got["done.jpg"]["status"] == DONE
+    assert got["done.jpg"]["status"] == Status.DONE
 
     # New content: the old claim is void, the file is to be uploaded again.
-    store.upsert([record("up.jpg", status=PENDING, sha256="1" * 64)])
-    row = store.get("up.jpg")
+    store.upsert([record("up.jpg", status=Status.PENDING, sha256="1" * 64)])
+    row = row_of(store, "up.jpg")
     assert row is not None
-    assert (row["status"], row["claimed_by"], row["claimed_until"]) == (PENDING, None, None)
+    assert (row["status"], row["claimed_by"], row["claimed_until"]) == (Status.PENDING, None, None)
 
 
 def test_upserted_times_read_back_and_compare_in_sql(store: ImageStore) -> None:
@@ -310,11 +311,13 @@ def test_upserted_times_read_back_and_compare_in_sql(store: ImageStore) -> None:
     past, future = now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=5)
     store.upsert(
         [
-            ImageRecord(file_name=n, title=n, description="d", status=FAILED, next_attempt_at=t)
+            ImageRecord(
+                file_name=n, title=n, description="d", status=Status.FAILED, next_attempt_at=t
+            )
             for n, t in (("past.jpg", past), ("future.jpg", future))
         ]
     )
-    row = store.get("past.jpg")
+    row = row_of(store, "past.jpg")
     assert row is not None and row["next_attempt_at"] == past
     assert row["created_at"] is not None and abs(row["created_at"] - now).total_seconds() < 5
     with store.engine.connect() as conn:
@@ -347,10 +350,10 @@ AWKWARD_TEXT = [
 def test_awkward_text_is_stored_exactly(store: ImageStore) -> None:
     store.upsert([record(n, title=n + " title", description=n) for n in AWKWARD_TEXT])
     for n in AWKWARD_TEXT:
-        row = store.get(n)
+        row = row_of(store, n)
         assert row is not None, repr(n)
         assert (row["title"], row["description"]) == (n + " title", n)
-    assert store.counts_by_status() == {DONE: len(AWKWARD_TEXT)}
+    assert store.counts_by_status() == {Status.DONE: len(AWKWARD_TEXT)}
 
 
 def test_awkward_text_with_no_backslash_escapes(mariadb: MariaDB) -> None:
@@ -364,7 +367,7 @@ def test_awkward_text_with_no_backslash_escapes(mariadb: MariaDB) -> None:
         store.upsert([record(n, title=n) for n in AWKWARD_TEXT])
         with store.engine.connect() as conn:
             assert "NO_BACKSLASH_ESCAPES" in conn.execute(text("SELECT @@sql_mode")).scalar_one()
-        assert sorted(r["title"] for r in store.all_rows()) == sorted(AWKWARD_TEXT)
+        assert sorted(r["title"] for r in all_rows(store)) == sorted(AWKWARD_TEXT)
     finally:
         store.close()
 
@@ -401,7 +404,7 @@ def test_rows_prepared_under_other_quoting_are_quoted_again(
                     else "SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')"
                 )
         store.write_prepared(prepared)
-        titles = {r["file_name"]: r["title"] for r in store.all_rows()}
+        titles = {r["file_name"]: r["title"] for r in all_rows(store)}
         assert titles == {"first.jpg": "first.jpg", **{n: n for n in AWKWARD_TEXT}}
         with store.engine.connect() as conn:
             mode = conn.exec_driver_sql("SELECT @@sql_mode").scalar_one()
@@ -483,7 +486,7 @@ def test_a_batch_too_long_for_one_statement(store: ImageStore) -> None:
     # Long names and titles: more text than the driver sends in one statement.
     names = [f"{i:04d}-" + "\u00e9" * 240 + ".jpg" for i in range(1500)]
     store.upsert([record(n, title="\U0001f600" * 250) for n in names])
-    assert store.counts_by_status() == {DONE: 1500}
+    assert store.counts_by_status() == {Status.DONE: 1500}
     assert sorted(store.file_states()) == sorted(names)
 
 
@@ -493,7 +496,7 @@ def test_a_record_survives_pickling_with_every_field() -> None:
         file_name="d/a.jpg",
         title="A",
         description="B",
-        status=FAILED,
+        status=Status.FAILED,
         sha256="f" * 64,
         size_bytes=1,
         mtime_ns=2,

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, ImageRecord, ImageStore
-from imgwatch.files.decide import FileProcessor
+from imgwatch.db.store import ImageStore
 from imgwatch.files.inspect import inspect_image
 from imgwatch.files.metadata import TextFields
+from imgwatch.files.record import FileProcessor
+from imgwatch.model import ImageRecord, Status
 from tests.daemon.test_app import daemon_env, start
 from tests.daemonproc import wait_rows
 from tests.faultproxy import FaultProxy
@@ -26,6 +27,7 @@ from tests.imagefiles import (
     write_tagged_jpeg,
     xmp_packet,
 )
+from tests.rows import row_of
 from tests.runner import run
 from tests.servers import MariaDB, WordPress
 from tests.wordpress.test_uploader import wp_env
@@ -172,7 +174,7 @@ def test_a_bad_sidecar_is_ignored_with_a_reason(
     (tmp_path / "a.jpg.json").write_bytes(content)
     with caplog.at_level(logging.WARNING):
         record = record_of(image)
-    assert record.status == DONE and record.title == "XMP title"
+    assert record.status == Status.DONE and record.title == "XMP title"
     assert f"ignored the sidecar of 'a.jpg': {reason}" in caplog.text
 
 
@@ -233,7 +235,7 @@ def test_rescan_records_the_fields_and_a_sidecar_edit(image_dir: Path, db_url: U
     rescan(image_dir, db_url)
     store = ImageStore(db_url)
     try:
-        row = store.get("a.jpg")
+        row = row_of(store, "a.jpg")
         assert row is not None
         assert (row["title"], row["description"], row["caption"], row["alt_text"]) == (
             "XMP title",
@@ -242,7 +244,7 @@ def test_rescan_records_the_fields_and_a_sidecar_edit(image_dir: Path, db_url: U
             "XMP alt",
         )
         assert (row["width"], row["height"], row["mime_type"]) == (40, 20, "image/jpeg")
-        plain = store.get("plain.jpg")
+        plain = row_of(store, "plain.jpg")
         assert plain is not None and (plain["title"], plain["description"]) == (
             "plain.jpg",
             "Image description",
@@ -254,7 +256,7 @@ def test_rescan_records_the_fields_and_a_sidecar_edit(image_dir: Path, db_url: U
         # ... and a sidecar written later (the image unchanged) overrides it.
         (image_dir / "a.jpg.json").write_text(json.dumps({"title": "From the sidecar"}))
         assert rescan(image_dir, db_url).startswith("rescan: 0 new, 1 changed, 1 unchanged")
-        row = store.get("a.jpg")
+        row = row_of(store, "a.jpg")
         assert row is not None and (row["title"], row["alt_text"]) == (
             "From the sidecar",
             "XMP alt",
@@ -289,7 +291,7 @@ def test_the_fields_go_to_wordpress(
     rescan(image_dir, db, **wp_env(live_wordpress))
     store = ImageStore(db)
     try:
-        row = store.get("tagged.jpg")
+        row = row_of(store, "tagged.jpg")
     finally:
         store.close()
     assert row is not None and row["wp_media_id"]
@@ -318,10 +320,10 @@ def test_long_texts_reach_wordpress_outside_the_query_string(
         proxy.close()
     store = ImageStore(db)
     try:
-        row = store.get("long.jpg")
+        row = row_of(store, "long.jpg")
     finally:
         store.close()
-    assert row is not None and row["wp_media_id"] and row["status"] == DONE
+    assert row is not None and row["wp_media_id"] and row["status"] == Status.DONE
     media, _ = live_wordpress.api(f"/wp/v2/media/{row['wp_media_id']}", context="edit")
     assert media["title"]["raw"] == "Long story"
     assert media["description"]["raw"] == story.strip()

@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 
-from imgwatch.daemon.stages import Gone, Rename, Stats, Writer
-from imgwatch.db.store import DELETIONS_HELD, DONE, MISSING, ImageRecord, ImageStore
+from imgwatch.daemon.stages import Stats
+from imgwatch.daemon.writer import Gone, Rename, Writer
+from imgwatch.db.store import ImageStore
 from imgwatch.files.names import ImageNameFilter
+from imgwatch.model import ConditionKind, ImageRecord, Status
 from imgwatch.reconcile.deletions import DeleteGuard, Deletions, GoneRow, HoldState
 from tests.imagefiles import write_image
+from tests.rows import all_rows
 
 
 @pytest.mark.parametrize(
@@ -37,19 +40,19 @@ def test_an_empty_tree_is_held_unless_the_guard_is_off() -> None:
 def rows(store: ImageStore, n: int) -> list[GoneRow]:
     store.upsert(
         [
-            ImageRecord(file_name=f"{i}.jpg", title=None, description=None, status=DONE)
+            ImageRecord(file_name=f"{i}.jpg", title=None, description=None, status=Status.DONE)
             for i in range(n)
         ]
     )
-    return [GoneRow(r["id"], r["file_name"]) for r in store.all_rows()]
+    return [GoneRow(r["id"], r["file_name"]) for r in all_rows(store)]
 
 
 def statuses(store: ImageStore) -> dict[str, Any]:
-    return {r["file_name"]: r["status"] for r in store.all_rows()}
+    return {r["file_name"]: r["status"] for r in all_rows(store)}
 
 
 def hold_row(store: ImageStore) -> Any:
-    return next((c for c in store.conditions() if c.kind == DELETIONS_HELD), None)
+    return next((c for c in store.conditions() if c.kind == ConditionKind.DELETIONS_HELD), None)
 
 
 @pytest.mark.parametrize("policy", ["missing", "forget"])
@@ -63,7 +66,7 @@ def test_held_then_void_then_confirmed(
     deletions = Deletions(store, policy=policy, guard=guard, where="/srv/images", hold=hold)
     # 11 of 12 at once: held, nothing changed, said once and recorded.
     assert deletions.settle(gone[:11], 12, whole_tree=True) == (0, 11)
-    assert set(statuses(store).values()) == {DONE}
+    assert set(statuses(store).values()) == {Status.DONE}
     assert hold.current is not None and hold.current.rows == 11
     recorded = hold_row(store)
     assert recorded.rows == 11 and "11 of 12 row(s) would be" in recorded.message
@@ -87,9 +90,9 @@ def test_held_then_void_then_confirmed(
     assert hold_row(store) is None
     left = statuses(store)
     if policy == "missing":
-        assert sorted(left.values()) == [DONE] + [MISSING] * 11
+        assert sorted(left.values()) == [Status.DONE] + [Status.MISSING] * 11
     else:
-        assert left == {"11.jpg": DONE}
+        assert left == {"11.jpg": Status.DONE}
 
 
 def test_a_confirmation_covers_what_was_held_not_more(store: ImageStore) -> None:
@@ -124,7 +127,7 @@ def test_a_hold_cleared_elsewhere_ends_here_too(store: ImageStore) -> None:
         store, policy="missing", guard=DeleteGuard(0.5, 10), where="/x", hold=hold
     )
     deletions.settle(gone[:11], 12, whole_tree=True)
-    store.clear_condition(DELETIONS_HELD, [""])  # another host saw the files back
+    store.clear_condition(ConditionKind.DELETIONS_HELD, [""])  # another host saw the files back
     assert hold.current is not None
     assert deletions.settle([], 12, whole_tree=True) == (0, 0)
     assert hold.current is None
@@ -154,7 +157,7 @@ def test_a_few_at_a_time_are_settled_at_once(store: ImageStore) -> None:
     deletions = Deletions(store, policy="missing", guard=DeleteGuard(0.5, 10), where="/x")
     assert deletions.settle(gone[:6], 12, whole_tree=False) == (6, 0)  # half: not more
     assert deletions.settle(gone[6:], 12, whole_tree=True) == (6, 0)  # fewer than 10
-    assert set(statuses(store).values()) == {MISSING}
+    assert set(statuses(store).values()) == {Status.MISSING}
 
 
 def test_an_empty_tree_is_held_whatever_the_count(store: ImageStore) -> None:
@@ -202,7 +205,7 @@ def files(store: ImageStore, image_dir: Path, n: int) -> list[str]:
         write_image(image_dir / name, 8, 8)
     rows(store, 0)
     store.upsert(
-        [ImageRecord(file_name=n, title=None, description=None, status=DONE) for n in names]
+        [ImageRecord(file_name=n, title=None, description=None, status=Status.DONE) for n in names]
     )
     return names
 
@@ -235,13 +238,13 @@ def test_a_run_that_empties_the_tree_is_held_however_small(
 
 def test_a_file_moved_over_a_deleted_one_keeps_its_row(store: ImageStore, image_dir: Path) -> None:
     names = files(store, image_dir, 12)
-    moved = {r["file_name"]: r["id"] for r in store.all_rows()}["01.jpg"]
+    moved = {r["file_name"]: r["id"] for r in all_rows(store)}["01.jpg"]
     writer = writer_over(store, image_dir)
     # `rm 00.jpg; mv 01.jpg 00.jpg`, as events: the delete is still in the run when
     # the move comes.
     (image_dir / "00.jpg").unlink()
     (image_dir / "01.jpg").rename(image_dir / "00.jpg")
     writer._apply([Gone("00.jpg"), Rename("01.jpg", "00.jpg")])
-    after = {r["file_name"]: r["id"] for r in store.all_rows()}
+    after = {r["file_name"]: r["id"] for r in all_rows(store)}
     assert after["00.jpg"] == moved  # the moved file's row, now under the name
     assert "01.jpg" not in after and len(after) == len(names) - 1

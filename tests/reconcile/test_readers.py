@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.db.store import DONE, REJECTED, ImageRecord, ImageStore, PreparedRows
+from imgwatch.db.store import ImageStore
+from imgwatch.db.upsert import PreparedRows
 from imgwatch.errors import DatabaseUnavailable
-from imgwatch.files.decide import FileProcessor
+from imgwatch.files.decide import Outcome, ToRead
 from imgwatch.files.names import ImageNameFilter
+from imgwatch.files.record import FileProcessor
+from imgwatch.model import ImageRecord, Status
 from imgwatch.reconcile.readers import ProcessReaders, reader_processes
-from imgwatch.reconcile.reconciler import Outcome, Reconciler, ToRead
+from imgwatch.reconcile.reconciler import Reconciler
 from tests.imagefiles import sha256_of, write_image
+from tests.rows import all_rows
 
 
 class CountingReaders(ProcessReaders):
@@ -66,17 +70,17 @@ def test_files_read_in_processes_get_the_same_rows(
     summary = reconciler(store, image_dir, readers).run()
     assert (summary.new, summary.rejected, summary.failed) == (150, 2, 0)
     assert readers.files_sent >= 128  # two full batches went to the processes
-    rows = {r["file_name"]: r for r in store.all_rows()}
+    rows = {r["file_name"]: r for r in all_rows(store)}
     assert len(rows) == 152
     for path in good:
         row = rows[str(path.relative_to(image_dir))]
         assert (row["status"], row["sha256"], row["width"], row["height"]) == (
-            DONE,
+            Status.DONE,
             sha256_of(path),
             9,
             7,
         )
-    assert rows["text.jpg"]["status"] == REJECTED
+    assert rows["text.jpg"]["status"] == Status.REJECTED
     assert "looks like text" in rows["text.jpg"]["last_error"]
     assert "truncated PNG" in rows["cut.png"]["last_error"]
     # A second rescan reads nothing: the rows written from the processes' facts match.
@@ -129,7 +133,7 @@ def test_a_failed_write_stops_the_rescan_and_leaves_no_thread(
     with pytest.raises(DatabaseUnavailable, match="gone away"):
         reconciler(store, image_dir, readers).run()
     assert not [t for t in threading.enumerate() if t.name.startswith("rescan-writer")]
-    assert store.counts_by_status() == {DONE: calls[0]}  # what was committed stays
+    assert store.counts_by_status() == {Status.DONE: calls[0]}  # what was committed stays
 
 
 class DyingProcessor(FileProcessor):
@@ -159,5 +163,5 @@ def test_a_reading_process_that_dies_leaves_its_files_to_the_rescan(
     rec.processor = DyingProcessor("Image description")
     summary = rec.run()
     assert summary.new == len(names)
-    assert store.counts_by_status() == {DONE: len(names)}
+    assert store.counts_by_status() == {Status.DONE: len(names)}
     assert caplog.text.count("a reading process died; reading the rest in this process") == 1

@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from imgwatch.db.store import DONE, MISSING, REJECTED, ImageRecord, ImageStore
-from imgwatch.files.decide import FileProcessor
+from imgwatch.db.store import ImageStore
+from imgwatch.files import decide
 from imgwatch.files.names import ImageNameFilter
+from imgwatch.files.record import FileProcessor
 from imgwatch.files.walk import FoundFile, walk
+from imgwatch.model import ImageRecord, ScanSummary, Status
 from imgwatch.reconcile import reconciler as scanner_module
-from imgwatch.reconcile.reconciler import Claims, Reconciler, ScanSummary
+from imgwatch.reconcile.reconciler import Claims, Reconciler
 from tests.imagefiles import sha256_of, write_image
+from tests.rows import all_rows, row_of
 
 
 def reconciler(
@@ -43,18 +46,18 @@ def test_records_new_images_with_facts(store: ImageStore, image_dir: Path) -> No
     write_image(image_dir / "c.gif", 2, 3)
     summary = reconcile(store, image_dir)
     assert (summary.new, summary.changed, summary.rejected, summary.failed) == (3, 0, 0, 0)
-    row = store.get("a.jpg")
+    row = row_of(store, "a.jpg")
     assert row is not None
-    assert row["status"] == DONE
+    assert row["status"] == Status.DONE
     assert row["sha256"] == sha256_of(jpg)
     assert row["size_bytes"] == jpg.stat().st_size
     assert row["mtime_ns"] == jpg.stat().st_mtime_ns
     assert (row["mime_type"], row["width"], row["height"]) == ("image/jpeg", 40, 30)
     assert (row["title"], row["description"]) == ("a.jpg", "Image description")
-    nested = store.get("nested/deeper/b.PNG")
+    nested = row_of(store, "nested/deeper/b.PNG")
     assert nested is not None
     assert (nested["title"], nested["mime_type"]) == ("b.PNG", "image/png")
-    gif = store.get("c.gif")
+    gif = row_of(store, "c.gif")
     assert gif is not None
     assert (gif["mime_type"], gif["width"], gif["height"]) == ("image/gif", 2, 3)
 
@@ -73,7 +76,7 @@ def test_skips_hidden_temp_and_other_extensions(store: ImageStore, image_dir: Pa
 def test_unchanged_files_are_not_read_again(store: ImageStore, image_dir: Path) -> None:
     path = write_image(image_dir / "a.jpg", color="red")
     reconcile(store, image_dir)
-    first = store.get("a.jpg")
+    first = row_of(store, "a.jpg")
     assert first is not None
     # Same size and mtime, different bytes: only a re-read would notice.
     st = path.stat()
@@ -83,7 +86,7 @@ def test_unchanged_files_are_not_read_again(store: ImageStore, image_dir: Path) 
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     summary = reconcile(store, image_dir)
     assert (summary.unchanged, summary.changed, summary.new) == (1, 0, 0)
-    again = store.get("a.jpg")
+    again = row_of(store, "a.jpg")
     assert again is not None
     assert again["sha256"] == first["sha256"] != sha256_of(path)
 
@@ -95,7 +98,7 @@ def test_changed_file_is_read_again(store: ImageStore, image_dir: Path) -> None:
     os.utime(path, ns=(1, path.stat().st_mtime_ns + 1_000_000))
     summary = reconcile(store, image_dir)
     assert (summary.changed, summary.new) == (1, 0)
-    row = store.get("a.jpg")
+    row = row_of(store, "a.jpg")
     assert row is not None
     assert (row["sha256"], row["width"]) == (sha256_of(path), 20)
 
@@ -107,11 +110,11 @@ def test_text_saved_as_jpg_is_rejected_with_reason(store: ImageStore, image_dir:
     write_image(image_dir / "good.jpg")
     summary = reconcile(store, image_dir)
     assert (summary.new, summary.rejected) == (1, 3)
-    reasons = {name: (store.get(name) or {}).get("last_error") for name in store.file_states()}
+    reasons = {name: (row_of(store, name) or {}).get("last_error") for name in store.file_states()}
     assert "HTML" in str(reasons["page.jpg"])
     assert reasons["empty.png"] == "empty file"
     assert "unknown signature" in str(reasons["junk.gif"])
-    assert store.counts_by_status() == {DONE: 1, REJECTED: 3}
+    assert store.counts_by_status() == {Status.DONE: 1, Status.REJECTED: 3}
     # A rejected file is not read again until it changes.
     assert reconcile(store, image_dir).unchanged == 4
 
@@ -120,9 +123,9 @@ def test_png_content_named_jpg_records_real_type(store: ImageStore, image_dir: P
     write_image(image_dir / "real.png")
     (image_dir / "real.png").rename(image_dir / "fake.jpg")
     reconcile(store, image_dir)
-    row = store.get("fake.jpg")
+    row = row_of(store, "fake.jpg")
     assert row is not None
-    assert (row["status"], row["mime_type"]) == (DONE, "image/png")
+    assert (row["status"], row["mime_type"]) == (Status.DONE, "image/png")
 
 
 def test_gone_files_become_missing_and_keep_their_row(store: ImageStore, image_dir: Path) -> None:
@@ -136,14 +139,14 @@ def test_gone_files_become_missing_and_keep_their_row(store: ImageStore, image_d
     (image_dir / "sub" / "b.jpg").unlink()
     summary = reconcile(store, image_dir)
     assert summary.missing == 1
-    row = store.get("sub/b.jpg")
+    row = row_of(store, "sub/b.jpg")
     assert row is not None
-    assert (row["status"], row["wp_url"]) == (MISSING, "https://wp/b.jpg")
+    assert (row["status"], row["wp_url"]) == (Status.MISSING, "https://wp/b.jpg")
     # Already missing: not counted again. Back on disk: recorded again.
     assert reconcile(store, image_dir).missing == 0
     write_image(image_dir / "sub" / "b.jpg")
     assert reconcile(store, image_dir).changed == 1
-    assert (store.get("sub/b.jpg") or {})["status"] == DONE
+    assert (row_of(store, "sub/b.jpg") or {})["status"] == Status.DONE
 
 
 def test_adopted_rows_are_reconciled_and_keep_their_text(
@@ -160,15 +163,15 @@ def test_adopted_rows_are_reconciled_and_keep_their_text(
     path = write_image(image_dir / "old.jpg")
     summary = reconcile(store, image_dir)
     assert (summary.changed, summary.missing, summary.new) == (1, 1, 0)
-    row = store.get("old.jpg")
+    row = row_of(store, "old.jpg")
     assert row is not None
     assert (row["title"], row["description"], row["wp_url"]) == (
         "Old title",
         "Old text",
         "https://wp/old.jpg",
     )
-    assert (row["status"], row["sha256"]) == (DONE, sha256_of(path))
-    assert (store.get("gone.jpg") or {})["status"] == MISSING
+    assert (row["status"], row["sha256"]) == (Status.DONE, sha256_of(path))
+    assert (row_of(store, "gone.jpg") or {})["status"] == Status.MISSING
 
 
 def test_many_files_in_small_batches(store: ImageStore, image_dir: Path) -> None:
@@ -187,7 +190,7 @@ def test_many_files_in_small_batches(store: ImageStore, image_dir: Path) -> None
     assert summary.new == 251
     # One transaction per batch, not one per file.
     assert len(commits) == math.ceil(251 / 40)
-    assert store.counts_by_status() == {DONE: 251}
+    assert store.counts_by_status() == {Status.DONE: 251}
 
 
 def test_odd_names_are_recorded_exactly(store: ImageStore, image_dir: Path) -> None:
@@ -210,9 +213,9 @@ def test_unstorable_names_get_a_rejected_row_under_a_stand_in_name(
     (image_dir / "tmp.png").unlink()
     summary = reconcile(store, image_dir)
     assert (summary.new, summary.rejected) == (1, 2)
-    rows = {r["file_name"]: r for r in store.all_rows()}
-    assert rows["ok.jpg"]["status"] == DONE
-    rejected = {n: r["last_error"] for n, r in rows.items() if r["status"] == REJECTED}
+    rows = {r["file_name"]: r for r in all_rows(store)}
+    assert rows["ok.jpg"]["status"] == Status.DONE
+    rejected = {n: r["last_error"] for n, r in rows.items() if r["status"] == Status.REJECTED}
     assert len(rejected) == 2
     bad = next(n for n in rejected if n.startswith("bad\\xff.jpg#"))  # readable, unique
     assert rejected[bad] == "file name is not valid UTF-8"
@@ -266,8 +269,8 @@ def test_unreadable_directory_does_not_mark_its_files_missing(
     monkeypatch.setattr(os, "scandir", scandir)
     summary = reconcile(store, image_dir)
     assert summary.missing == 1
-    assert (store.get("locked/a.jpg") or {})["status"] == DONE
-    assert (store.get("open/b.jpg") or {})["status"] == MISSING
+    assert (row_of(store, "locked/a.jpg") or {})["status"] == Status.DONE
+    assert (row_of(store, "open/b.jpg") or {})["status"] == Status.MISSING
 
 
 class FakeClaims:
@@ -295,12 +298,14 @@ def test_a_reconcile_leaves_claimed_files_to_their_holder(
 ) -> None:
     write_image(image_dir / "mine.jpg")
     write_image(image_dir / "theirs.jpg")
-    store.upsert([ImageRecord(file_name="theirs.jpg", title="t", description="d", status=DONE)])
+    store.upsert(
+        [ImageRecord(file_name="theirs.jpg", title="t", description="d", status=Status.DONE)]
+    )
     claims = FakeClaims({"theirs.jpg"})
     summary = reconciler(store, image_dir, claims=claims).run()
-    rows = {r["file_name"]: r for r in store.all_rows()}
-    assert rows["mine.jpg"]["status"] == DONE
-    assert rows["theirs.jpg"]["status"] == DONE  # not read, and not marked missing
+    rows = {r["file_name"]: r for r in all_rows(store)}
+    assert rows["mine.jpg"]["status"] == Status.DONE
+    assert rows["theirs.jpg"]["status"] == Status.DONE  # not read, and not marked missing
     assert rows["theirs.jpg"]["sha256"] is None
     assert summary.new == 1 and summary.missing == 0
     assert claims.held == set() and claims.released == ["mine.jpg"]
@@ -320,7 +325,7 @@ def test_a_reconcile_rereads_the_row_before_reading_a_file(
                 file_name="late.jpg",
                 title="late.jpg",
                 description="d",
-                status=DONE,
+                status=Status.DONE,
                 sha256="f" * 64,
                 size_bytes=st.st_size,
                 mtime_ns=st.st_mtime_ns,
@@ -331,7 +336,7 @@ def test_a_reconcile_rereads_the_row_before_reading_a_file(
     rec.claims = FakeClaims(set())
     summary = rec.run()
     assert summary.unchanged == 1 and summary.new == 0
-    assert store.get("late.jpg")["sha256"] == "f" * 64  # type: ignore[index]
+    assert row_of(store, "late.jpg")["sha256"] == "f" * 64  # type: ignore[index]
 
 
 def test_walk_of_a_subdirectory_names_files_from_the_root(image_dir: Path) -> None:
@@ -353,7 +358,7 @@ def test_an_empty_image_directory_marks_nothing_missing(
         (image_dir / name).unlink()
     summary = reconcile(store, image_dir)
     assert (summary.missing, summary.held) == (0, 2)
-    assert {r["status"] for r in store.all_rows()} == {DONE}
+    assert {r["status"] for r in all_rows(store)} == {Status.DONE}
     assert "is empty but 2 row(s) say files were there" in caplog.text
     # One file back (remounted, or only some were deleted): the rest go missing.
     write_image(image_dir / "new.jpg")
@@ -368,7 +373,7 @@ def test_each_file_is_read_once_across_many_batches(
     for name in names:
         write_image(image_dir / name)
     reads: list[str] = []
-    real = scanner_module.examine
+    real = decide.examine
 
     def counting(found: FoundFile, *args: Any) -> object:
         reads.append(found.file_name)
@@ -379,6 +384,6 @@ def test_each_file_is_read_once_across_many_batches(
     summary = reconciler(store, image_dir, batch_size=3, claims=claims).run()
     assert sorted(reads) == names
     assert summary.new == 11 and summary.unchanged == 0
-    assert sorted(r["file_name"] for r in store.all_rows()) == names
+    assert sorted(r["file_name"] for r in all_rows(store)) == names
     if claims is not None:
         assert claims.held == set() and sorted(claims.released) == names

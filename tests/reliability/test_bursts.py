@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE
+from imgwatch.model import Status
 from tests.daemon.test_app import start
 from tests.daemonproc import wait_rows
 
@@ -41,7 +41,7 @@ def test_thousands_of_files_in_one_directory_and_in_new_directories(
             path.write_bytes(tiny_png(ONE_DIR + i))
         rows = wait_rows(
             db_url,
-            lambda r: sum(1 for x in r.values() if x["status"] == DONE) >= len(flat | deep),
+            lambda r: sum(1 for x in r.values() if x["status"] == Status.DONE) >= len(flat | deep),
             timeout=300,
         )
         assert daemon.stop() == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, REJECTED
+from imgwatch.model import Status
 from tests.daemon.test_app import start
 from tests.daemonproc import wait_rows
 from tests.imagefiles import sha256_of, write_image
@@ -34,9 +34,9 @@ def test_changes_between_event_and_processing(tmp_path: Path, image_dir: Path, d
         )
         assert daemon.stop() == 0
     assert "deleted.jpg" not in rows  # gone before it was read: nothing to record
-    assert rows["truncated.png"]["status"] == REJECTED
+    assert rows["truncated.png"]["status"] == Status.REJECTED
     assert "truncated PNG" in rows["truncated.png"]["last_error"]
-    assert rows["replaced.jpg"]["status"] == DONE
+    assert rows["replaced.jpg"]["status"] == Status.DONE
     assert rows["replaced.jpg"]["width"] == 50
     assert rows["replaced.jpg"]["sha256"] == sha256_of(image_dir / "replaced.jpg")
     log = daemon.log()

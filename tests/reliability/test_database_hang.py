@@ -14,12 +14,14 @@ import pymysql
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.db import store as store_module
-from imgwatch.db.store import DONE, ImageStore
+from imgwatch.db import engine as store_module
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import DatabaseUnavailable
+from imgwatch.model import Status
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.db.test_store import record
 from tests.imagefiles import write_image
+from tests.rows import row_of
 from tests.servers import MariaDB
 
 
@@ -81,8 +83,8 @@ def test_adopting_a_table_is_not_held_to_the_timeout(
         started = time.monotonic()
         store.open()
         assert time.monotonic() - started >= 2, "the ALTER did wait for the other session"
-        assert store.get("old.jpg") is not None
-        assert store.get("old.jpg")["status"] == "pending"  # type: ignore[index]
+        assert row_of(store, "old.jpg") is not None
+        assert row_of(store, "old.jpg")["status"] == "pending"  # type: ignore[index]
         store.close()
     finally:
         ending.join()
@@ -111,8 +113,8 @@ def test_the_daemon_goes_on_after_the_server_hung(
             assert daemon.process.poll() is None
         finally:
             own_mariadb.thaw()
-        rows = wait_rows(db, lambda r: r.get("during.jpg", {}).get("status") == DONE, 90)
-        assert rows["during.jpg"]["status"] == DONE
+        rows = wait_rows(db, lambda r: r.get("during.jpg", {}).get("status") == Status.DONE, 90)
+        assert rows["during.jpg"]["status"] == Status.DONE
         assert daemon.stop() == 0
     finally:
         daemon.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from imgwatch.db.store import DONE
+from imgwatch.model import Status
 from tests.daemon.test_app import start
 from tests.daemonproc import wait_for, wait_rows
 from tests.imagefiles import sha256_of, write_image
@@ -25,7 +25,7 @@ def test_database_outage_while_files_arrive(
     with start(tmp_path, image_dir, db, reconcile_interval="2") as daemon:
         for name in sorted(before):
             write_image(image_dir / name)
-        wait_rows(db, lambda r: before <= {n for n, x in r.items() if x["status"] == DONE})
+        wait_rows(db, lambda r: before <= {n for n, x in r.items() if x["status"] == Status.DONE})
 
         own_mariadb.halt()
         try:
@@ -38,7 +38,8 @@ def test_database_outage_while_files_arrive(
             own_mariadb.resume()
 
         rows = wait_rows(
-            db, lambda r: (before | during) <= {n for n, x in r.items() if x["status"] == DONE}
+            db,
+            lambda r: (before | during) <= {n for n, x in r.items() if x["status"] == Status.DONE},
         )
         daemon.wait_log(r"database is back after \d+s")
         wait_for(lambda: daemon.process.poll() is None, 1, "the daemon to be running")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE
+from imgwatch.model import Status
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import write_image
 
@@ -34,7 +34,7 @@ def test_disk_full_under_sqlite(tmp_path: Path, image_dir: Path) -> None:
         with DaemonProcess(tmp_path / "run", env) as daemon:
             daemon.wait_started()
             write_image(image_dir / "before.jpg")
-            wait_rows(db, lambda r: r.get("before.jpg", {}).get("status") == DONE)
+            wait_rows(db, lambda r: r.get("before.jpg", {}).get("status") == Status.DONE)
             filler = state / "filler"
             fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
             try:  # take every free block
@@ -51,7 +51,7 @@ def test_disk_full_under_sqlite(tmp_path: Path, image_dir: Path) -> None:
             assert daemon.process.poll() is None
             filler.unlink()
             rows = wait_rows(
-                db, lambda r: names <= {n for n, x in r.items() if x["status"] == DONE}
+                db, lambda r: names <= {n for n, x in r.items() if x["status"] == Status.DONE}
             )
             assert daemon.stop() == 0
         assert len(rows) == len(names) + 1

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, REJECTED
-from imgwatch.files.decide import row_name
+from imgwatch.files.names import row_name
+from imgwatch.model import Status
 from tests.daemon.test_app import db_env
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_rows
 from tests.imagefiles import sha256_of, write_image
@@ -31,28 +31,28 @@ NFD = unicodedata.normalize("NFD", "café.jpg")
 
 # file_name -> the status it must end with, and a part of the reason when rejected.
 EXPECTED: dict[str, tuple[str, str]] = {
-    "page.jpg": (REJECTED, "looks like HTML/XML text"),
-    "notes.png": (REJECTED, "looks like text"),
-    "cut.jpg": (REJECTED, "truncated JPEG"),
-    "cut.png": (REJECTED, "truncated PNG"),
-    "empty.gif": (REJECTED, "empty file"),
-    "huge.png": (REJECTED, "MiB limit"),
-    "bomb.png": (REJECTED, "too large to process safely"),
-    "fifo.png": (REJECTED, "not a regular file: a FIFO"),
-    "socket.jpg": (REJECTED, "not a regular file: a socket"),
-    "out-link.jpg": (REJECTED, "leads outside the image directory"),
-    "self-link.jpg": (REJECTED, "Too many levels of symbolic links"),
-    "dangling.jpg": (REJECTED, "broken symbolic link"),
-    "dir-link.jpg": (REJECTED, "a link to a directory"),
-    "x.jpg/inside.png": (DONE, ""),  # a directory named like an image is a directory
-    "in-link.jpg": (DONE, ""),
-    "with space 'quote' \"dq\" 100%.jpg": (DONE, ""),
-    "new\nline.png": (DONE, ""),
-    "emoji 🌅.gif": (DONE, ""),
-    NFC: (DONE, ""),
-    NFD: (DONE, ""),  # another name for the file system, so another row
-    row_name(os.fsdecode(RAW_NAME)): (REJECTED, "not valid UTF-8"),
-    row_name(LONG_NAME): (REJECTED, "longer than 255 characters"),
+    "page.jpg": (Status.REJECTED, "looks like HTML/XML text"),
+    "notes.png": (Status.REJECTED, "looks like text"),
+    "cut.jpg": (Status.REJECTED, "truncated JPEG"),
+    "cut.png": (Status.REJECTED, "truncated PNG"),
+    "empty.gif": (Status.REJECTED, "empty file"),
+    "huge.png": (Status.REJECTED, "MiB limit"),
+    "bomb.png": (Status.REJECTED, "too large to process safely"),
+    "fifo.png": (Status.REJECTED, "not a regular file: a FIFO"),
+    "socket.jpg": (Status.REJECTED, "not a regular file: a socket"),
+    "out-link.jpg": (Status.REJECTED, "leads outside the image directory"),
+    "self-link.jpg": (Status.REJECTED, "Too many levels of symbolic links"),
+    "dangling.jpg": (Status.REJECTED, "broken symbolic link"),
+    "dir-link.jpg": (Status.REJECTED, "a link to a directory"),
+    "x.jpg/inside.png": (Status.DONE, ""),  # a directory named like an image is a directory
+    "in-link.jpg": (Status.DONE, ""),
+    "with space 'quote' \"dq\" 100%.jpg": (Status.DONE, ""),
+    "new\nline.png": (Status.DONE, ""),
+    "emoji 🌅.gif": (Status.DONE, ""),
+    NFC: (Status.DONE, ""),
+    NFD: (Status.DONE, ""),  # another name for the file system, so another row
+    row_name(os.fsdecode(RAW_NAME)): (Status.REJECTED, "not valid UTF-8"),
+    row_name(LONG_NAME): (Status.REJECTED, "longer than 255 characters"),
 }
 # root reads files whatever their mode: imgwatch runs without the two capabilities
 # that let it (setpriv), so an unreadable file is unreadable to it as to anyone.
@@ -61,7 +61,7 @@ if os.geteuid() == 0 and shutil.which("setpriv"):
 else:
     WRAPPER = ()
 if os.geteuid() != 0 or WRAPPER:
-    EXPECTED["no-read.jpg"] = (REJECTED, "permission denied")
+    EXPECTED["no-read.jpg"] = (Status.REJECTED, "permission denied")
 
 
 def drop_everything(image_dir: Path, outside: Path) -> Iterator[socket.socket]:
@@ -134,7 +134,7 @@ def test_hostile_input_into_the_running_daemon(
     check_rows(rows, image_dir)
     log = daemon.log()
     for name, (status, _reason) in EXPECTED.items():
-        if status == REJECTED and "#" not in name:
+        if status == Status.REJECTED and "#" not in name:
             assert f"rejected {name!r}" in log, name
     assert "rejected 'bad-\\udcff\\udcfe.jpg': file name is not valid UTF-8" in log
     assert "Traceback" not in log

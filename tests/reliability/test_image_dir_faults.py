@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, MISSING
+from imgwatch.model import Status
 from tests.daemon.test_app import db_env, start
 from tests.daemonproc import DaemonProcess, wait_for, wait_rows
 from tests.imagefiles import write_image
 
 
 def done(names: set[str]) -> Callable[[dict[str, dict[str, Any]]], bool]:
-    return lambda r: names <= {n for n, x in r.items() if x["status"] == DONE}
+    return lambda r: names <= {n for n, x in r.items() if x["status"] == Status.DONE}
 
 
 def test_image_directory_removed_and_recreated(
@@ -57,7 +57,7 @@ def test_image_directory_removed_and_recreated(
         rows = wait_rows(db_url, done({"second.jpg"}), timeout=30)
         daemon.wait_log(r"watching .* again")
         assert daemon.stop() == 0
-    assert rows["first.jpg"]["status"] == MISSING  # really deleted with the directory
+    assert rows["first.jpg"]["status"] == Status.MISSING  # really deleted with the directory
     log = daemon.log()
     assert log.count("trying again every") == 1  # said once, not every five seconds
     assert "Traceback" not in log
@@ -89,5 +89,5 @@ def test_unmounted_share_marks_nothing_missing_and_recovers(
             assert daemon.stop() == 0
     finally:
         subprocess.run(["umount", str(image_dir)], check=False, capture_output=True)
-    assert all(rows[n]["status"] == DONE for n in names)  # never went missing
+    assert all(rows[n]["status"] == Status.DONE for n in names)  # never went missing
     assert "Traceback" not in daemon.log()

@@ -12,7 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from imgwatch.db.store import DONE
+from imgwatch.model import Status
 from tests.daemon.test_app import daemon_env, wp_settings
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import sha256_of, write_image
@@ -63,7 +63,8 @@ def test_repeated_kill_9_during_a_burst_loses_nothing_and_uploads_once(
         rows = wait_rows(
             db,
             lambda r: (
-                set(dropped) <= {n for n, x in r.items() if x["status"] == DONE and x["wp_url"]}
+                set(dropped)
+                <= {n for n, x in r.items() if x["status"] == Status.DONE and x["wp_url"]}
             ),
             timeout=180,
         )

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, MISSING
+from imgwatch.model import Status
 from tests.daemon.test_app import daemon_env, start, wp_settings
 from tests.daemon.test_http import get, metric, wait_status
 from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
@@ -131,7 +131,7 @@ def test_a_vanished_tree_is_held_then_restored_or_confirmed(
         assert f"{FILES} held deletion(s) confirmed" in confirmed.stdout
         if mode == "missing":
             after = wait_rows(
-                db, lambda r: all(x["status"] == MISSING for n, x in r.items() if n in files)
+                db, lambda r: all(x["status"] == Status.MISSING for n, x in r.items() if n in files)
             )
             assert {r["id"] for r in after.values()} == {r["id"] for r in before.values()}
         else:
@@ -227,4 +227,4 @@ def test_a_share_that_mounts_empty_deletes_nothing(
         assert same(rows_by_name(db)) == same(before)
         assert site.media_count() == media
         assert daemon.stop() == 0
-    assert all(r["status"] == DONE for r in before.values())
+    assert all(r["status"] == Status.DONE for r in before.values())

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from imgwatch.db.store import DONE, UPLOADING, ImageStore, UploadJob
+from imgwatch.db.store import ImageStore
+from imgwatch.model import Status, UploadJob
 from tests.daemon.test_app import start, wp_settings
 from tests.daemonproc import DaemonProcess, wait_rows
 from tests.imagefiles import write_image
+from tests.rows import row_of
 from tests.servers import MariaDB, WordPress
 
 
@@ -35,7 +37,9 @@ def test_two_daemons_upload_each_file_exactly_once(
             write_image(image_dir / name, 20, 20)
         rows = wait_rows(
             db,
-            lambda r: names <= {n for n, x in r.items() if x["status"] == DONE and x["wp_url"]},
+            lambda r: (
+                names <= {n for n, x in r.items() if x["status"] == Status.DONE and x["wp_url"]}
+            ),
             timeout=120,
         )
         for d in daemons:
@@ -70,8 +74,12 @@ def test_a_claim_of_a_live_uploader_is_respected_and_an_expired_one_is_not(
         assert store.mark_uploading(job, "host-a:1", lease=60)  # its own claim: renewed
         assert store.mark_uploading(job, "host-a:1", lease=-1)  # expires at once
         assert store.mark_uploading(job, "host-b:2", lease=60)  # expired: taken over
-        row = store.get("a.jpg")
-        assert row is not None and row["status"] == UPLOADING and row["claimed_by"] == "host-b:2"
+        row = row_of(store, "a.jpg")
+        assert (
+            row is not None
+            and row["status"] == Status.UPLOADING
+            and row["claimed_by"] == "host-b:2"
+        )
         assert store.claim_owners("host-b:") == ["host-b:2"]
         assert store.release_claims_of(["host-b:2"]) == 1
         assert store.mark_uploading(job, "host-c:3", lease=60)  # released: free again

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, FAILED
+from imgwatch.model import Status
 from tests.daemon.test_app import daemon_env, start, wp_settings
 from tests.daemon.test_http import get, metric, wait_status
 from tests.daemonproc import DaemonProcess, wait_for, wait_rows
@@ -54,7 +54,7 @@ CONDITIONS = {
 
 
 def none_failed(rows: dict[str, dict[str, Any]]) -> bool:
-    failed = [n for n, r in rows.items() if r["status"] == FAILED]
+    failed = [n for n, r in rows.items() if r["status"] == Status.FAILED]
     assert failed == [], f"rows failed for the site's sake: {failed}"
     return True
 
@@ -64,7 +64,7 @@ def recorded_none_failed(rows: dict[str, dict[str, Any]], names: frozenset[str])
 
 
 def all_done(rows: dict[str, dict[str, Any]], names: frozenset[str]) -> bool:
-    return none_failed(rows) and names <= {n for n, x in rows.items() if x["status"] == DONE}
+    return none_failed(rows) and names <= {n for n, x in rows.items() if x["status"] == Status.DONE}
 
 
 def said_more(daemon: DaemonProcess, pattern: str, before: int) -> bool:
@@ -221,8 +221,8 @@ def test_a_file_too_big_for_the_web_server_fails_alone_and_is_not_resent(
         rows = wait_rows(
             db,
             lambda r: (
-                r.get("big.jpg", {}).get("status") == FAILED
-                and small <= {n for n, x in r.items() if x["status"] == DONE}
+                r.get("big.jpg", {}).get("status") == Status.FAILED
+                and small <= {n for n, x in r.items() if x["status"] == Status.DONE}
             ),
         )
         size = big.stat().st_size / 2**20

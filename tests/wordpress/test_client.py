@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from imgwatch.errors import ConfigError, PermanentError, SiteCondition, TransientError
+from imgwatch.wordpress.addresses import ApiRoot, upload_file_name
 from imgwatch.wordpress.answers import classify, parse_retry_after, suggested_api_url
-from imgwatch.wordpress.client import ApiRoot, Media, MediaClient, MediaGone, upload_file_name
+from imgwatch.wordpress.client import Media, MediaClient, MediaGone
 from tests.faultproxy import FaultProxy
 from tests.imagefiles import write_image
 from tests.servers import WordPress, free_port

@@ -23,12 +23,15 @@ import requests
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from imgwatch.db.store import DONE, FAILED, PENDING, ImageRecord, ImageStore, UploadJob, utcnow
+from imgwatch.db.store import ImageStore
 from imgwatch.errors import PermanentError, SiteCondition, TransientError
+from imgwatch.model import ImageRecord, Status, UploadJob, utcnow
 from imgwatch.wordpress.client import Media
+from imgwatch.wordpress.outcomes import RetryPolicy, reschedule_at
 from imgwatch.wordpress.pause import UploadPause
-from imgwatch.wordpress.uploader import RetryPolicy, Uploader, reschedule_at
+from imgwatch.wordpress.uploader import Uploader
 from tests.imagefiles import sha256_of, write_image
+from tests.rows import all_rows, row_of
 from tests.runner import mysql_env, run
 from tests.servers import MariaDB, WordPress
 
@@ -62,7 +65,7 @@ def rescan(
 def rows(db: URL) -> dict[str, dict[str, object]]:
     store = ImageStore(db)
     try:
-        return {r["file_name"]: r for r in store.all_rows()}
+        return {r["file_name"]: r for r in all_rows(store)}
     finally:
         store.close()
 
@@ -83,7 +86,7 @@ def test_uploads_each_image_once_and_stores_source_url(
     assert live_wordpress.media_count() == before + 2
     for path in files:
         row = rows(db)[path.relative_to(image_dir).as_posix()]
-        assert row["status"] == DONE
+        assert row["status"] == Status.DONE
         item, _ = live_wordpress.api(f"/wp/v2/media/{row['wp_media_id']}", context="edit")
         assert row["wp_url"] == item["source_url"]
         served = requests.get(str(row["wp_url"]), timeout=30).content
@@ -108,7 +111,7 @@ def test_identical_content_under_two_names(
     result = rescan(image_dir, db, live_wordpress, IMGWATCH_WP_SHARE_IDENTICAL=str(share).lower())
     assert result.returncode == 0, result.stderr
     got = rows(db)
-    assert got["one.jpg"]["status"] == got["two.jpg"]["status"] == DONE
+    assert got["one.jpg"]["status"] == got["two.jpg"]["status"] == Status.DONE
     if share:
         assert live_wordpress.media_count() == before + 1
         assert got["one.jpg"]["wp_media_id"] == got["two.jpg"]["wp_media_id"]
@@ -154,7 +157,7 @@ def test_adopted_rows_with_a_url_are_not_uploaded_again(
     result = rescan(image_dir, db, live_wordpress)
     assert result.returncode == 0, result.stderr
     row = rows(db)["old.jpg"]
-    assert (row["status"], row["wp_url"]) == (DONE, "https://wp.example/old.jpg")
+    assert (row["status"], row["wp_url"]) == (Status.DONE, "https://wp.example/old.jpg")
     assert live_wordpress.media_count() == before
 
 
@@ -178,9 +181,9 @@ def test_refused_type_fails_with_reason_and_others_continue(
     result = rescan(image_dir, db, live_wordpress, IMGWATCH_EXTENSIONS=".jpg,.bmp")
     assert result.returncode == 1
     got = rows(db)
-    assert got["ok.jpg"]["status"] == DONE
+    assert got["ok.jpg"]["status"] == Status.DONE
     refused = got["refused.bmp"]
-    assert refused["status"] == FAILED
+    assert refused["status"] == Status.FAILED
     assert "rest_upload_sideload_error" in str(refused["last_error"])
     assert refused["next_attempt_at"] is None  # permanent: waits for the file to change
     assert "wordpress: 1 uploaded" in result.stdout and "1 failed" in result.stdout
@@ -201,11 +204,11 @@ def test_wordpress_down_then_back(live_wordpress: WordPress, db: URL, image_dir:
     assert "6 file(s) wait for the daemon or the next run" in down.stderr
     assert "0 uploaded, 0 linked to existing media, 0 failed, 6 waiting" in down.stdout
     got = rows(db)
-    assert {r["status"] for r in got.values()} == {PENDING}
+    assert {r["status"] for r in got.values()} == {Status.PENDING}
     assert all(r["attempts"] == 0 for r in got.values())
     up = rescan(image_dir, db, live_wordpress)
     assert up.returncode == 0, up.stderr
-    assert {r["status"] for r in rows(db).values()} == {DONE}
+    assert {r["status"] for r in rows(db).values()} == {Status.DONE}
     assert live_wordpress.media_count() == before + len(paths)
 
 
@@ -231,11 +234,11 @@ def test_wordpress_stopped_mid_run(live_wordpress: WordPress, db: URL, image_dir
     assert proc.returncode == 1, err
     assert "uploads stopped: " in err
     statuses = {r["status"] for r in rows(db).values()}
-    assert FAILED not in statuses  # the site went away, no file is to blame
-    assert PENDING in statuses
+    assert Status.FAILED not in statuses  # the site went away, no file is to blame
+    assert Status.PENDING in statuses
     result = rescan(image_dir, db, live_wordpress)
     assert result.returncode == 0, result.stderr
-    assert {r["status"] for r in rows(db).values()} == {DONE}
+    assert {r["status"] for r in rows(db).values()} == {Status.DONE}
     # Exactly once: one media item per file, none twice.
     assert live_wordpress.media_count() == before + len(paths)
     for path in paths:
@@ -246,7 +249,8 @@ CRASH_HARNESS = textwrap.dedent(
     """
     import os, signal, sys
     from imgwatch import cli
-    from imgwatch.db.store import ImageStore
+    from imgwatch.model import Status
+    from imgwatch.db.store import ImageStore, ImageStore
 
     # The process dies the instant WordPress has the file and before the row says so.
     def die(*args, **kwargs):
@@ -281,7 +285,7 @@ def test_crash_between_upload_and_database_write(
     assert result.returncode == 0, result.stderr
     assert "1 linked to existing media" in result.stdout
     row = rows(db)["crash.jpg"]
-    assert row["status"] == DONE
+    assert row["status"] == Status.DONE
     assert live_wordpress.media_count() == before + 1
     assert slug_count(live_wordpress, sha256_of(path)) == 1
 
@@ -339,7 +343,7 @@ def job_for(store: ImageStore, image_dir: Path) -> UploadJob:
                 file_name="u.jpg",
                 title="u.jpg",
                 description="d",
-                status=PENDING,
+                status=Status.PENDING,
                 sha256=sha256_of(path),
                 mime_type="image/jpeg",
             )
@@ -365,7 +369,7 @@ def test_upload_that_landed_before_a_timeout_is_found_not_repeated(
     outcome = make_uploader(client, store, image_dir).upload(job_for(store, image_dir))
     assert outcome == "reused"
     assert client.calls == ["find", "upload", "find"]
-    assert (store.get("u.jpg") or {})["status"] == DONE
+    assert (row_of(store, "u.jpg") or {})["status"] == Status.DONE
 
 
 def test_transient_errors_are_retried_then_succeed(store: ImageStore, image_dir: Path) -> None:
@@ -373,8 +377,8 @@ def test_transient_errors_are_retried_then_succeed(store: ImageStore, image_dir:
     outcome = make_uploader(client, store, image_dir).upload(job_for(store, image_dir))
     assert outcome == "done"
     assert client.calls == ["find", "upload"] * 3
-    row = store.get("u.jpg") or {}
-    assert (row["status"], row["attempts"], row["last_error"]) == (DONE, 0, None)
+    row = row_of(store, "u.jpg") or {}
+    assert (row["status"], row["attempts"], row["last_error"]) == (Status.DONE, 0, None)
 
 
 def test_transient_errors_of_one_file_on_a_healthy_site_schedule_its_retry(
@@ -386,8 +390,8 @@ def test_transient_errors_of_one_file_on_a_healthy_site_schedule_its_retry(
     up = make_uploader(client, store, image_dir)
     assert up.upload(job_for(store, image_dir)) == "failed"
     assert client.calls[-1] == "probe"
-    row = store.get("u.jpg") or {}
-    assert (row["status"], row["attempts"]) == (FAILED, 1)
+    row = row_of(store, "u.jpg") or {}
+    assert (row["status"], row["attempts"]) == (Status.FAILED, 1)
     assert "503" in str(row["last_error"])
     assert row["next_attempt_at"] > utcnow()
     assert up.pause.condition is None
@@ -401,8 +405,8 @@ def test_transient_errors_on_a_site_that_fails_its_probe_pause_and_fail_nothing(
     up = make_uploader(client, store, image_dir)
     job = job_for(store, image_dir)
     assert up.upload(job) == "waiting"
-    row = store.get("u.jpg") or {}
-    assert (row["status"], row["attempts"], row["claimed_by"]) == (PENDING, 0, None)
+    row = row_of(store, "u.jpg") or {}
+    assert (row["status"], row["attempts"], row["claimed_by"]) == (Status.PENDING, 0, None)
     assert up.pause.condition is down
     # While paused, nothing is tried, and the row stays due.
     calls = len(client.calls)
@@ -419,8 +423,8 @@ def test_a_site_condition_pauses_at_once_and_gives_the_row_back(
     job = job_for(store, image_dir)
     assert up.upload(job) == "waiting"
     assert client.calls == ["find", "upload"]  # not retried: nothing about the file
-    row = store.get("u.jpg") or {}
-    assert (row["status"], row["attempts"], row["last_error"]) == (PENDING, 0, None)
+    row = row_of(store, "u.jpg") or {}
+    assert (row["status"], row["attempts"], row["last_error"]) == (Status.PENDING, 0, None)
     assert up.pause.condition is not None and up.pause.condition.kind == "firewall"
     up.pause.resume()
     assert up.upload(job) == "done"
@@ -430,7 +434,7 @@ def test_permanent_error_is_not_retried(store: ImageStore, image_dir: Path) -> N
     client = FakeClient(["refused"])
     assert make_uploader(client, store, image_dir).upload(job_for(store, image_dir)) == "failed"
     assert client.calls == ["find", "upload"]
-    row = store.get("u.jpg") or {}
+    row = row_of(store, "u.jpg") or {}
     assert row["next_attempt_at"] is None
 
 
@@ -538,7 +542,7 @@ def test_a_site_condition_stops_a_rescan_with_one_line(
     line = "uploads stopped: WordPress answers 403 with an HTML page: a security plugin"
     assert result.stderr.count(line) == 1
     assert "5 waiting (uploads stopped: WordPress answers 403" in result.stdout
-    assert {r["status"] for r in rows(db).values()} == {PENDING}
+    assert {r["status"] for r in rows(db).values()} == {Status.PENDING}
     up = rescan(image_dir, db, live_wordpress)  # the site healthy: the next run does it
     assert up.returncode == 0 and "5 uploaded" in up.stdout
 
@@ -557,8 +561,8 @@ def test_a_condition_only_one_file_meets_fails_that_file_alone(
         up.pause.resume()  # the probe passed
         (job,) = store.due_uploads() or (job,)
     assert outcomes == ["waiting"] * 3 + ["failed"]
-    row = store.get("u.jpg") or {}
-    assert row["status"] == FAILED and row["next_attempt_at"] is not None
+    row = row_of(store, "u.jpg") or {}
+    assert row["status"] == Status.FAILED and row["next_attempt_at"] is not None
     assert "to this file only" in row["last_error"]
 
 
@@ -573,7 +577,7 @@ def test_a_purge_whose_delete_fails_keeps_the_row_missing_with_the_reason(
     client = FakeClient(["503"] * 3)  # the site answers its probe: this item's trouble
     up = make_uploader(client, store, image_dir)
     assert up.purge(GoneRow(job.id, "u.jpg")) == "failed"
-    row = store.get("u.jpg") or {}
+    row = row_of(store, "u.jpg") or {}
     assert row["status"] == "missing" and "could not delete media 7" in row["last_error"]
     assert up.pause.condition is None
 
@@ -583,7 +587,7 @@ def test_a_claim_taken_over_is_not_given_back(store: ImageStore, image_dir: Path
     assert store.mark_uploading(job, "host-a:1", lease=600)
     assert not store.release_upload(job, "host-b:2")  # not b's claim
     assert store.release_upload(job, "host-a:1")
-    assert (store.get("u.jpg") or {})["status"] == PENDING
+    assert (row_of(store, "u.jpg") or {})["status"] == Status.PENDING
 
 
 class SlowUploader:

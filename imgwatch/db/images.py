@@ -1,0 +1,179 @@
+"""Rows by name: what the reconcile and the daemon's workers read and move."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import case, delete, func, select, update
+
+from imgwatch.db.engine import ID_CHUNK, Database, chunks, like_escape
+from imgwatch.db.schema import column, images, known_columns
+from imgwatch.model import (
+    FACTS_READ,
+    FILE_NAME_MAX,
+    GONE,
+    NOT_AN_IMAGE,
+    TO_READ,
+    FileState,
+    KnownFile,
+    Status,
+    utcnow,
+)
+
+
+def _states_query(absent: frozenset[str]) -> Any:
+    """file_states' query: the row state is files.decide.row_state(), computed by
+    the database (a test holds the two to the same answers)."""
+    status, sha256 = column("status", absent), column("sha256", absent)
+    return select(
+        images.c.file_name,
+        column("size_bytes", absent),
+        column("mtime_ns", absent),
+        case(
+            (status == Status.MISSING.value, GONE),
+            (status == Status.REJECTED.value, NOT_AN_IMAGE),
+            (sha256.is_not(None), FACTS_READ),
+            else_=TO_READ,
+        ),
+        images.c.id,
+        column("sidecar_mtime_ns", absent),
+    )
+
+
+class ImageRows(Database):
+    """Reads and moves of rows by name; counts."""
+
+    def file_states(self) -> dict[str, FileState]:
+        """Every row as a FileState, by name, in one query: what a reconcile needs to
+        tell unchanged, changed, new and gone files apart without reading them."""
+        with self.guard("reading known files"), self.engine.connect() as conn:
+            result = conn.execute(_states_query(self.absent_columns))
+            try:
+                # The driver's plain tuples: for 100,000 rows SQLAlchemy's per-row
+                # processing, and named tuples, cost as much as walking the disk.
+                rows: list[FileState] = list(result.cursor.fetchall())
+            finally:
+                result.close()
+        return {row[0]: row for row in rows}
+
+    def lookup(self, file_name: str) -> KnownFile | None:
+        """One row's comparison fields, or None."""
+        return self.lookup_many([file_name]).get(file_name)
+
+    def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
+        """Comparison fields of the rows with these names, in one query."""
+        if not file_names:
+            return {}
+        query = select(*known_columns(self.absent_columns)).where(
+            images.c.file_name.in_(list(file_names))
+        )
+        with self.guard("reading rows"), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {row[0]: KnownFile._make(row[1:]) for row in rows}
+
+    def rows_under(self, prefix: str) -> list[tuple[str, KnownFile]]:
+        """(file_name, row) for every row whose file_name starts with prefix ("dir/")."""
+        pattern = like_escape(prefix) + "%"
+        query = select(*known_columns(self.absent_columns)).where(
+            images.c.file_name.like(pattern, escape="!")
+        )
+        with self.guard("reading rows of a directory"), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(row[0], KnownFile._make(row[1:])) for row in rows]
+
+    def rename(self, old: str, new: str) -> bool:
+        """Give a moved file's row its new name; False if there is no such row or the
+        new name already has one (then the caller treats old as gone and new as changed)."""
+        c = images.c
+        with self.guard("renaming a row"), self.engine.begin() as conn:
+            if conn.execute(select(c.id).where(c.file_name == new)).first() is not None:
+                return False
+            result = conn.execute(
+                update(images).where(c.file_name == old).values(file_name=new, updated_at=utcnow())
+            )
+            return result.rowcount > 0
+
+    def rename_prefix(self, old_prefix: str, new_prefix: str) -> tuple[int, list[str]]:
+        """A moved directory: every row under old_prefix moves under new_prefix.
+
+        Returns how many moved, and the old names that could not (the new name is
+        taken or too long): the caller treats those as gone.
+        """
+        c = images.c
+        stuck: list[str] = []
+        now = utcnow()
+        pattern = like_escape(old_prefix) + "%"
+        with self.guard("renaming rows of a moved directory"), self.engine.begin() as conn:
+            rows = conn.execute(
+                select(c.id, c.file_name).where(c.file_name.like(pattern, escape="!"))
+            ).all()
+            taken = set(
+                conn.execute(
+                    select(c.file_name).where(
+                        c.file_name.like(like_escape(new_prefix) + "%", escape="!")
+                    )
+                ).scalars()
+            )
+            for row_id, name in rows:
+                target = new_prefix + name[len(old_prefix) :]
+                if target in taken or len(target) > FILE_NAME_MAX:
+                    stuck.append(name)
+                    continue
+                conn.execute(
+                    update(images).where(c.id == row_id).values(file_name=target, updated_at=now)
+                )
+        return len(rows) - len(stuck), stuck
+
+    def mark_missing(
+        self,
+        ids: Sequence[int],
+        *,
+        names: Sequence[str] | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Rows whose file is gone: status `missing`, everything else kept (and the
+        reason, when something is left to say, such as a purge that failed).
+
+        With `names` (parallel to ids), a row is only marked while it still has that
+        name: a row renamed since the caller looked (a file moved while a scan ran) is
+        left alone.
+        """
+        count = 0
+        now = utcnow()
+        c = images.c
+        with self.guard("marking rows missing"), self.engine.begin() as conn:
+            for start in range(0, len(ids), ID_CHUNK):
+                stmt = update(images).where(c.id.in_(ids[start : start + ID_CHUNK]))
+                if names is not None:
+                    stmt = stmt.where(c.file_name.in_(names[start : start + ID_CHUNK]))
+                values: dict[str, Any] = {"status": Status.MISSING.value, "updated_at": now}
+                if reason is not None:
+                    values["last_error"] = reason
+                count += conn.execute(stmt.values(**values)).rowcount
+        return count
+
+    def forget(self, ids: Iterable[int]) -> int:
+        """Remove rows (the `forget`/`purge` delete policies)."""
+        count = 0
+        with self.guard("removing rows"), self.engine.begin() as conn:
+            for chunk in chunks(list(ids), ID_CHUNK):
+                count += conn.execute(delete(images).where(images.c.id.in_(chunk))).rowcount
+        return count
+
+    def count_live(self) -> int:
+        """Rows whose file was there when last seen (not missing)."""
+        query = (
+            select(func.count()).select_from(images).where(images.c.status != Status.MISSING.value)
+        )
+        with self.guard("counting rows"), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_rows(self) -> int:
+        with self.guard("counting rows"), self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+    def counts_by_status(self) -> dict[str, int]:
+        query = select(images.c.status, func.count()).group_by(images.c.status)
+        with self.guard("counting rows"), self.engine.connect() as conn:
+            return {row[0]: row[1] for row in conn.execute(query)}

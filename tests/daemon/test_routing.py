@@ -1,0 +1,83 @@
+"""Routing (daemon/routing.py): rechecks on their own queue, never counted as lost
+events; changes queued before a drop routed before the reset."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+from imgwatch.config import load_settings
+from imgwatch.daemon.app import Daemon
+from imgwatch.daemon.watch import Change
+
+
+def _daemon(tmp_path: Path, image_dir: Path, **settings: object) -> Daemon:
+    """A daemon built, not started: its router is driven by hand."""
+    db_url = f"sqlite:///{tmp_path / 'x.db'}"
+    return Daemon(load_settings({"image_dir": image_dir, "db_url": db_url, **settings}))
+
+
+def test_a_recheck_with_the_watchers_inbox_full_loses_nothing(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    d = _daemon(tmp_path, image_dir, queue_size=10)
+    inbox = d.router.inbox
+    for i in range(inbox.maxsize):  # a burst while the database is down
+        inbox.put_nowait(Change("created", str(d.root / f"{i}.jpg")))
+    assert inbox.full()
+    d.router.recheck("again.jpg")  # as a worker does, from its thread
+    assert not d.watcher.take_lost()  # the kernel lost nothing: no overflow, no reconcile
+    d.router.take_changes()
+    assert "again.jpg" in d.router.debouncer
+    assert d.reconciles.asked() is None
+
+
+def test_rechecks_come_from_any_thread_and_each_is_routed(tmp_path: Path, image_dir: Path) -> None:
+    d = _daemon(tmp_path, image_dir)
+    names = [f"{i}.jpg" for i in range(200)]
+
+    def recheck_all(part: list[str]) -> None:
+        for name in part:
+            d.router.recheck(name)
+
+    threads = [
+        threading.Thread(target=recheck_all, args=(part,)) for part in (names[:100], names[100:])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    d.router.take_changes()
+    assert all(n in d.router.debouncer for n in names)
+    assert len(d.router.debouncer) == 200
+    assert isinstance(d.router.rechecks, queue.SimpleQueue) and d.router.rechecks.empty()
+
+
+def test_a_dropped_change_still_counts_as_lost(tmp_path: Path, image_dir: Path) -> None:
+    d = _daemon(tmp_path, image_dir, queue_size=10)
+    for i in range(11):  # one more than there is room for: dropped
+        d.watcher.handler.put(Change("created", str(d.root / f"{i}.jpg")))
+    assert d.watcher.take_lost()
+    assert not d.watcher.take_lost()  # said once
+
+
+def test_changes_queued_before_a_drop_are_routed_before_the_reset(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    d = _daemon(tmp_path, image_dir, max_wait=600)
+    settings = d.settings
+    path = str(d.root / "a.jpg")
+    # A copy under way, then its close dropped because the queue was full.
+    d.router.inbox.put(Change("created", path))
+    d.router.inbox.put(Change("written", path))
+    d.watcher.handler.lost.set()
+    assert d.watcher.take_lost()
+    d._after_lost_events()
+    assert d.router.inbox.empty()
+    deadline = d.router.debouncer.next_deadline()
+    assert deadline is not None
+    # Read after the quiet period, not after max_wait waiting for the dropped close.
+    assert deadline - time.monotonic() <= settings.quiet_period + 0.1
+    assert d.reconciles.asked() == "overflow"
