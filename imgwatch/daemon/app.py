@@ -57,12 +57,15 @@ class Daemon:
         # Checked before the database is touched: a typo should not create a database.
         self.root = check_image_dir(settings.image_dir)
         accept = ImageNameFilter(settings.extensions)
-        self.store = ImageStore(settings.database_url())
+        self.metrics = Metrics() if settings.metrics_listen else None
+        self.store = ImageStore(
+            settings.database_url(),
+            on_written=self.metrics.rows_written if self.metrics is not None else None,
+        )
         self.client = media_client(settings)
         self.stats = Stats()
         self.outage = Outage()
         self.stopping = threading.Event()
-        self.metrics = Metrics() if settings.metrics_listen else None
         self.uploads: UploadDispatcher | None = None
         if self.client is not None:
             up = uploader(settings, self.client, self.store)
@@ -178,7 +181,6 @@ class Daemon:
         address = self.settings.metrics_address
         if self.metrics is None or address is None:
             return
-        self.store.on_written = self.metrics.rows_written
         pause = self.uploads.uploader.pause if self.uploads is not None else None
         hold = self.hold
         self.metrics.watch(

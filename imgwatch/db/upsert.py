@@ -60,7 +60,9 @@ class _CompiledUpsert(NamedTuple):
 class RowUpserts(Database):
     """upsert(): insert or update many rows keyed on file_name."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(
+        self, url: URL, *, on_written: Callable[[Sequence[ImageRecord]], None] | None = None
+    ) -> None:
         super().__init__(url)
         self._compiled_upsert: _CompiledUpsert | None = None
         # MySQL: the quoting for each NO_BACKSLASH_ESCAPES mode seen, and the one the
@@ -69,7 +71,7 @@ class RowUpserts(Database):
         self._quoting: _Quoting | None = None
         self._stamp_process = bind_processor(images.c.updated_at, self.engine.dialect)
         # Told of every batch of rows once committed (the daemon's metrics).
-        self.on_written: Callable[[Sequence[ImageRecord]], None] | None = None
+        self.on_written = on_written
 
     def close(self) -> None:
         super().close()
