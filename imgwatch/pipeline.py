@@ -1,7 +1,8 @@
 """Wiring: the WordPress client, the uploader and the reconcile as the settings say.
 
 The daemon and `--rescan` (commands/rescan.py) build their pieces here alike.
-Nothing here touches the database or the network.
+The factories touch neither the database nor the network; preflight() alone asks
+WordPress, once, at start.
 """
 
 from __future__ import annotations
