@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Engine, create_engine, event, select
+from sqlalchemy import Column, Engine, and_, create_engine, event, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -152,10 +152,17 @@ def bind_processor(column: Column[Any], dialect: Any) -> Any:
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-def like_escape(value: str) -> str:
-    """value as a LIKE pattern's literal part, escaped with ESCAPE '!'."""
-    # '!' rather than a backslash: MySQL reads a backslash in ESCAPE '\\' as a string escape.
-    return value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+def starts_with(column: Any, prefix: str) -> Any:
+    """column starts with prefix, as a range on its index: `prefix <= column <
+    prefix with its last character the next one`.
+
+    Not LIKE: SQLite's LIKE ignores the case of ASCII letters (`D/x.jpg` would be
+    taken for a row under `d/`), and a range needs no escaping of `%` and `_`.
+    """
+    if not prefix:
+        return column.is_not(None)
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return and_(column >= prefix, column < end)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
 
-from imgwatch.db.engine import ID_CHUNK, Database, chunks, like_escape
+from imgwatch.db.engine import ID_CHUNK, Database, chunks, starts_with
 from imgwatch.db.schema import column, images, known_columns
 from imgwatch.model import (
     FACTS_READ,
@@ -74,9 +74,8 @@ class ImageRows(Database):
 
     def rows_under(self, prefix: str) -> list[tuple[str, KnownFile]]:
         """(file_name, row) for every row whose file_name starts with prefix ("dir/")."""
-        pattern = like_escape(prefix) + "%"
         query = select(*known_columns(self.absent_columns)).where(
-            images.c.file_name.like(pattern, escape="!")
+            starts_with(images.c.file_name, prefix)
         )
         with self.guard("reading rows of a directory"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -103,16 +102,13 @@ class ImageRows(Database):
         c = images.c
         stuck: list[str] = []
         now = utcnow()
-        pattern = like_escape(old_prefix) + "%"
         with self.guard("renaming rows of a moved directory"), self.engine.begin() as conn:
             rows = conn.execute(
-                select(c.id, c.file_name).where(c.file_name.like(pattern, escape="!"))
+                select(c.id, c.file_name).where(starts_with(c.file_name, old_prefix))
             ).all()
             taken = set(
                 conn.execute(
-                    select(c.file_name).where(
-                        c.file_name.like(like_escape(new_prefix) + "%", escape="!")
-                    )
+                    select(c.file_name).where(starts_with(c.file_name, new_prefix))
                 ).scalars()
             )
             for row_id, name in rows:

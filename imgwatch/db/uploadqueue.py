@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from imgwatch.db.engine import Database, like_escape
+from imgwatch.db.engine import Database, starts_with
 from imgwatch.db.schema import column, images
 from imgwatch.model import Status, UploadJob, utcnow
 
@@ -137,7 +137,7 @@ class UploadQueue(Database):
             select(c.claimed_by)
             .where(
                 c.claimed_until.is_not(None),
-                c.claimed_by.like(like_escape(prefix) + "%", escape="!"),
+                starts_with(c.claimed_by, prefix),
             )
             .distinct()
         )
