@@ -15,16 +15,18 @@ from imgwatch.daemon.watch import wants_polling
 from imgwatch.db.standin import NotingStore
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import ConfigError, ImgwatchError, UploadError
-from imgwatch.files.decide import unchanged
+from imgwatch.files.decide import as_state, unchanged
 from imgwatch.files.names import ImageNameFilter, row_name
-from imgwatch.files.walk import WalkState, check_image_dir, walk
+from imgwatch.files.walk import FoundFile, WalkState, check_image_dir, walk
 from imgwatch.model import (
     GONE,
     STATE,
     ConditionKind,
+    FileState,
 )
 from imgwatch.pipeline import media_client
 from imgwatch.reconcile.deletions import DeleteGuard
+from imgwatch.reconcile.merge import RowMerge
 
 INOTIFY_LIMITS = Path("/proc/sys/fs/inotify")
 
@@ -81,18 +83,19 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     compare with the rows: what the daemon would do first."""
     state = WalkState()
     rows_seen = NotingStore(store)  # reads rows whatever the schema's state
-    rows = rows_seen.file_states()
-    live = sum(1 for r in rows.values() if r[STATE] != GONE)
-    new = changed = same = 0
+    rows = RowMerge(rows_seen.file_states_in_order())
+    counts = {"new": 0, "changed": 0, "same": 0}
+    unmatched: list[FoundFile] = []  # no row beside the walk: looked up by name, in batches
     for found in walk(root, ImageNameFilter(settings.extensions), state):
-        row = rows.pop(row_name(found.file_name), None)
-        if row is None or row[STATE] == GONE:
-            new += row is None
-            changed += row is not None
-        elif unchanged(row, found):
-            same += 1
+        row = rows.take(row_name(found.file_name))
+        if row is None:
+            unmatched.append(found)
+            if len(unmatched) >= _LOOKUP_BATCH:
+                _look_up(rows_seen, rows, unmatched, counts)
         else:
-            changed += 1
+            counts[_compare(row, found)] += 1
+    _look_up(rows_seen, rows, unmatched, counts)
+    new, changed, same = counts["new"], counts["changed"], counts["same"]
     if state.unreadable_dirs:
         first = state.unreadable_dirs[0] or "."
         raise ConfigError(
@@ -100,7 +103,8 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
             f"(first: {first!r}): give the daemon's user read and search permission"
         )
     _check_watch(settings, root, state.directories)
-    gone = sum(1 for r in rows.values() if r[STATE] != GONE)
+    gone = sum(1 for r in rows.rest() if r[STATE] != GONE)
+    live = rows.live
     uploads = ""
     if settings.wordpress_enabled and rows_seen.images_ready:
         uploads = f", {len(store.due_uploads(include_scheduled=True))} recorded upload(s) due"
@@ -164,3 +168,30 @@ def read_limit(name: str) -> int | None:
 
 def _shown(limit: int | None) -> str:
     return "unknown" if limit is None else str(limit)
+
+
+# Files with no row beside the walk looked up in one query: where the database
+# orders names differently from the walk, a row may come after its file.
+_LOOKUP_BATCH = 1000
+
+
+def _look_up(
+    rows_seen: NotingStore, rows: RowMerge, found: list[FoundFile], counts: dict[str, int]
+) -> None:
+    names = [row_name(f.file_name) for f in found]
+    known = rows_seen.lookup_many(names)
+    for f, name in zip(found, names, strict=True):
+        row = known.get(name)
+        if row is None:
+            counts["new"] += 1
+        else:
+            rows.found_late(name)
+            counts[_compare(as_state(name, row), f)] += 1
+    found.clear()
+
+
+def _compare(row: FileState, found: FoundFile) -> str:
+    """What the startup reconcile would make of a file with a row."""
+    if row[STATE] != GONE and unchanged(row, found):
+        return "same"
+    return "changed"

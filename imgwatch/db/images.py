@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
@@ -20,6 +20,10 @@ from imgwatch.model import (
     Status,
     utcnow,
 )
+
+# Rows per page of file_states: large enough that the query's cost is spread over
+# many rows, small enough to be a few megabytes.
+STATES_PAGE = 10_000
 
 
 def _states_query(absent: frozenset[str]) -> Any:
@@ -45,17 +49,47 @@ class ImageRows(Database):
     """Reads and moves of rows by name; counts."""
 
     def file_states(self) -> dict[str, FileState]:
-        """Every row as a FileState, by name, in one query: what a reconcile needs to
-        tell unchanged, changed, new and gone files apart without reading them."""
-        with self.guard("reading known files"), self.engine.connect() as conn:
-            result = conn.execute(_states_query(self.absent_columns))
-            try:
-                # The driver's plain tuples: for 100,000 rows SQLAlchemy's per-row
-                # processing, and named tuples, cost as much as walking the disk.
-                rows: list[FileState] = list(result.cursor.fetchall())
-            finally:
-                result.close()
-        return {row[0]: row for row in rows}
+        """Every row as a FileState, by name (tests compare with it)."""
+        return {row[0]: row for row in self.file_states_in_order()}
+
+    def file_states_in_order(self, page: int | None = None) -> Iterator[FileState]:
+        """Every row as a FileState, in file_name order: what a reconcile needs to tell
+        unchanged, changed, new and gone files apart without reading them.
+
+        Read a page at a time, each page one short query on the file_name index from
+        where the last one ended: memory stays that of one page however many rows
+        there are, and no read stays open while the caller walks the disk (a long
+        read would hold SQLite's writers back, and MySQL ends a result that is not
+        read on for net_write_timeout).
+        """
+        page = page or STATES_PAGE
+        query = _states_query(self.absent_columns)
+        after: str | None = None
+        while True:
+            paged = query.order_by(images.c.file_name).limit(page)
+            if after is not None:
+                paged = paged.where(images.c.file_name > after)
+            with self.guard("reading known files"), self.engine.connect() as conn:
+                result = conn.execute(paged)
+                try:
+                    # The driver's plain tuples: for 100,000 rows SQLAlchemy's per-row
+                    # processing, and named tuples, cost as much as walking the disk.
+                    rows: list[FileState] = list(result.cursor.fetchall())
+                finally:
+                    result.close()
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def names_of(self, ids: Sequence[int]) -> dict[int, str]:
+        """file_name by id, for these ids."""
+        c = images.c
+        names: dict[int, str] = {}
+        with self.guard("reading rows"), self.engine.connect() as conn:
+            for chunk in chunks(list(ids), ID_CHUNK):
+                names.update(conn.execute(select(c.id, c.file_name).where(c.id.in_(chunk))).all())
+        return names
 
     def lookup(self, file_name: str) -> KnownFile | None:
         """One row's comparison fields, or None."""

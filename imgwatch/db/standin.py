@@ -6,12 +6,12 @@ columns); writes are only noted, for the plan to show.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from imgwatch.db.schema import conditions, images
 from imgwatch.db.store import ImageStore
 from imgwatch.db.upsert import PreparedRows
-from imgwatch.model import STATE_ID, Condition, FileState, ImageRecord, KnownFile
+from imgwatch.model import Condition, FileState, ImageRecord, KnownFile
 from imgwatch.reconcile.deletions import GoneRow
 
 
@@ -25,22 +25,21 @@ class NotingStore:
         # A table still to be adopted is read as adopting it would leave it; only its
         # uploads due are not asked for (see dry_run_rescan).
         self.images_ready = not (self._no_table or store.images_unadopted)
-        self.known: set[str] = set()
+        self.known: set[str] = set()  # names looked up that have a row
         self.records: list[ImageRecord] = []
         self.missing: list[str] = []
         self.forgotten: list[str] = []
         self.purged: list[str] = []
-        self._names: dict[int, str] = {}
         self.held: Condition | None = None  # deletions the guard would hold
 
-    def file_states(self) -> dict[str, FileState]:
-        states = {} if self._no_table else self.store.file_states()
-        self.known = set(states)
-        self._names = {row[STATE_ID]: name for name, row in states.items()}
-        return states
+    def file_states_in_order(self) -> Iterator[FileState]:
+        return iter(()) if self._no_table else self.store.file_states_in_order()
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
-        return {} if self._no_table else self.store.lookup_many(file_names)
+        # The reconcile looks up every file it would read: those with a row are changed.
+        rows = {} if self._no_table else self.store.lookup_many(file_names)
+        self.known.update(rows)
+        return rows
 
     def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows:
         return PreparedRows(records, [], [], None)
@@ -53,7 +52,8 @@ class NotingStore:
         return len(ids)
 
     def forget(self, ids: Sequence[int]) -> int:
-        self.forgotten.extend(self._names[i] for i in ids)
+        names = self.store.names_of(ids)
+        self.forgotten.extend(names[i] for i in ids)
         return len(ids)
 
     def purge(self, rows: list[GoneRow]) -> None:

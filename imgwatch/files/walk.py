@@ -62,20 +62,26 @@ def check_image_dir(image_dir: Path) -> Path:
 def walk(
     root: Path, accept: ImageNameFilter, state: WalkState | None = None, subdir: str = ""
 ) -> Iterator[FoundFile]:
-    """Every candidate image under root (or only under root/subdir), depth first,
-    without following directory links. Names are relative to root either way."""
+    """Every candidate image under root (or only under root/subdir), without following
+    directory links. Names are relative to root either way.
+
+    Files come in the order of their names, compared code point by code point, as a
+    database orders its `file_name` index: a directory's entries sorted, and each
+    subdirectory walked where its name sorts (`a.jpg`, `a/b.jpg`, `a0.jpg`). So the
+    reconcile can read the rows beside the walk, a page at a time, instead of holding
+    all of them (reconcile/merge.py). What is held is the listings of the directories
+    on the way down, nothing per file of the tree.
+    """
     state = state if state is not None else WalkState()
     real_root = str(root)
     start = os.path.join(real_root, subdir) if subdir else real_root
-    stack: list[tuple[str, str]] = [(start, subdir + "/" if subdir else "")]
+    prefix = subdir + "/" if subdir else ""
     extensions = accept.extensions
-    while stack:
-        directory, prefix = stack.pop()
-        entries = _listing(directory, prefix, state)
-        # The names of images with a sidecar: usually none, then one test per image.
-        sidecars = {
-            e.name[: -len(SIDECAR_SUFFIX)] for e in entries if e.name.endswith(SIDECAR_SUFFIX)
-        }
+    # One frame per directory on the way down: its sorted entries (an iterator that
+    # remembers how far the walk got), its prefix, and its images with a sidecar.
+    frames = [_frame(start, prefix, state)]
+    while frames:
+        entries, prefix, sidecars = frames[-1]
         # This loop runs once per file of the archive: it keeps to what it must
         # (one stat per candidate, nothing opened) and to cheap string tests.
         for entry in entries:
@@ -85,9 +91,11 @@ def walk(
             rel = prefix + name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not is_hidden_or_temp(name):
-                        stack.append((entry.path, rel + "/"))
-                    continue
+                    if is_hidden_or_temp(name):
+                        continue
+                    # Down first: its names sort before this directory's next ones.
+                    frames.append(_frame(entry.path, rel + "/", state))
+                    break
                 low = name.lower()
                 if not low.endswith(extensions) or low.endswith(TEMP_SUFFIXES):
                     continue
@@ -102,6 +110,27 @@ def walk(
             if sidecars and name in sidecars:
                 found = found._replace(sidecar_mtime_ns=sidecar_mtime(entry.path))
             yield found
+        else:
+            frames.pop()
+
+
+_Frame = tuple[Iterator[os.DirEntry[str]], str, set[str]]
+
+
+def _frame(directory: str, prefix: str, state: WalkState) -> _Frame:
+    entries = _listing(directory, prefix, state)
+    entries.sort(key=_walk_order)
+    # The names of images with a sidecar: usually none, then one test per image.
+    sidecars = {e.name[: -len(SIDECAR_SUFFIX)] for e in entries if e.name.endswith(SIDECAR_SUFFIX)}
+    return iter(entries), prefix, sidecars
+
+
+def _walk_order(entry: os.DirEntry[str]) -> str:
+    # A directory sorts as its name and a slash, where the names inside it sort.
+    try:
+        return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+    except OSError:
+        return entry.name
 
 
 def _listing(directory: str, prefix: str, state: WalkState) -> list[os.DirEntry[str]]:

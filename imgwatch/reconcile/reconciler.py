@@ -3,7 +3,8 @@
 The same code runs for `imgwatch --rescan`, at daemon start, and periodically.
 Unchanged files (same size and mtime as their `done` or `rejected` row) are
 never opened, so a reconcile of a large, settled archive costs one walk and
-one query.
+one read of the rows beside it, a page at a time (reconcile/merge.py): its
+memory does not grow with the tree.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -34,6 +35,7 @@ from imgwatch.model import (
     Status,
 )
 from imgwatch.reconcile.deletions import DeleteGuard, Deletions, GoneRow, GoneRows
+from imgwatch.reconcile.merge import RowMerge
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class Progress(Protocol):
 class Rows(GoneRows, Protocol):
     """What a reconcile reads and writes: the store, or a dry run's stand-in."""
 
-    def file_states(self) -> dict[str, FileState]: ...
+    def file_states_in_order(self) -> Iterator[FileState]: ...
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]: ...
 
@@ -114,6 +116,7 @@ class Reconciler:
         # Only without claims: a rescan of its own, not a reconcile inside the daemon.
         self.readers = readers if claims is None else None
         self.progress = progress
+        self._rows = RowMerge(iter(()))
         self._in_flight: tuple[list[ToRead], list[Future[list[Outcome]]]] | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
@@ -125,10 +128,9 @@ class Reconciler:
         root = check_image_dir(self.image_dir)
         summary = ScanSummary()
         self._in_flight = self._writing = None  # nothing left over from a failed run
-        # Rows not (yet) seen on disk: each file's row is taken out as the walk finds
-        # it, so what is left at the end is what is gone.
-        unseen = self.store.file_states()
-        live = sum(1 for row in unseen.values() if row[STATE] != GONE)
+        # The rows, read beside the walk in the same order: each file's row is taken
+        # as the walk finds it, so what is left at the end is what is gone.
+        rows = self._rows = RowMerge(self.store.file_states_in_order())
         progress = self.progress
         seen = 0
         todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
@@ -143,8 +145,8 @@ class Reconciler:
                 seen += 1
                 if progress is not None and not seen % _PROGRESS_EVERY:
                     progress(seen, summary.read, summary.read_bytes)
-                row = unseen.pop(name, None)
-                # A settled archive takes only this path: one dict lookup, nothing read.
+                row = rows.take(name)
+                # A settled archive takes only this path: nothing read, nothing kept.
                 if row is not None and unchanged(row, found):
                     summary.unchanged += 1
                     continue
@@ -162,7 +164,7 @@ class Reconciler:
                 self._writer.shutdown()
                 self._writer = None
         if not summary.interrupted:
-            self._settle_gone(root, unseen, live, seen, state, summary)
+            self._settle_gone(root, rows, seen, state, summary)
         summary.elapsed = time.monotonic() - started
         return summary
 
@@ -182,8 +184,13 @@ class Reconciler:
                 mine = [t for t in todo if self._take(t[0].file_name, held)]
                 rows = self.store.lookup_many([t[1] for t in mine])
             else:
-                rows = self.store.lookup_many([t[1] for t in todo if t[2]])
+                # New files too: where the walk's order and the database's differ, a
+                # file's row may come later than the file (reconcile/merge.py).
+                rows = self.store.lookup_many([t[1] for t in todo])
             files = [(found, rows.get(name)) for found, name, _ in mine]
+            for _, name, merged in mine:
+                if not merged and name in rows:
+                    self._rows.found_late(name)
             readers = self.readers
             if readers is not None and len(files) >= _READERS_MIN and readers.available():
                 # Read in the other processes while the batch before is written.
@@ -272,28 +279,29 @@ class Reconciler:
     def _settle_gone(
         self,
         root: Path,
-        unseen: dict[str, FileState],
-        live: int,
+        rows: RowMerge,
         seen: int,
         state: WalkState,
         summary: ScanSummary,
     ) -> None:
         """Rows whose file the walk did not find: missing, forgotten or purged, unless
         the mass-deletion guard holds them all (reconcile/deletions.py)."""
-        gone = [
-            GoneRow(row[STATE_ID], name)
-            for name, row in unseen.items()
-            if row[STATE] != GONE
-            and not _under_any(name, state.unreadable_dirs)
-            # Looked at again: a file that appeared after the walk passed its directory
-            # (the daemon records it) is not gone.
-            and not os.path.lexists(os.path.join(root, name))
-        ]
+        gone: list[GoneRow] = []
+        for row in rows.rest():
+            name = row[0]
+            if (
+                row[STATE] != GONE
+                and not _under_any(name, state.unreadable_dirs)
+                # Looked at again: a file that appeared after the walk passed its
+                # directory (the daemon records it) is not gone.
+                and not os.path.lexists(os.path.join(root, name))
+            ):
+                gone.append(GoneRow(row[STATE_ID], name))
         # Nothing at all on disk but rows that say otherwise: far more often an
         # unmounted share, or a mount that is not there yet, than a deliberate
         # deletion of everything.
         summary.missing, summary.held = self.deletions.settle(
-            gone, live, whole_tree=True, empty_tree=bool(gone) and not seen
+            gone, rows.live, whole_tree=True, empty_tree=bool(gone) and not seen
         )
 
     @staticmethod

@@ -1,0 +1,76 @@
+"""The rows beside the walk: each file found is matched with its row as both go by
+in file_name order, so a reconcile holds one page of rows, never the whole table.
+
+The walk (files/walk.py) yields names in the order the database's file_name index
+keeps them. Where the two orders still differ (a MySQL column with a
+case-insensitive collation adopted from the original service, names with control
+characters under MySQL's padding rules, stand-in names of unstorable paths), the
+merge stays exact and only holds more: a row the walk has passed is kept aside
+until the end, and a file with no row matched is looked up before it is read
+(reconcile/reconciler.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from imgwatch.model import GONE, STATE, FileState
+
+
+class RowMerge:
+    """Takes rows from an iterator in file_name order as the walk asks for names."""
+
+    def __init__(self, rows: Iterator[FileState]) -> None:
+        self._rows = rows
+        # Rows the walk went past without finding their file: gone, or (when the two
+        # orders differ) found later.
+        self._passed: dict[str, FileState] = {}
+        # Rows found by name after the merge had none for them, still to come.
+        self._late: set[str] = set()
+        self.live = 0  # rows read so far whose file was there when last seen
+        self._head = self._next()
+
+    def take(self, name: str) -> FileState | None:
+        """The row named `name`, or None if there is none (so far as the rows read
+        tell: see the module's docstring)."""
+        head = self._head
+        # A settled archive takes only this path: the next row is this file's.
+        if head is not None and head[0] == name:
+            self._head = self._next()
+            return head
+        while head is not None and head[0] < name:
+            self._pass(head)
+            head = self._next()
+        self._head = head
+        if head is not None and head[0] == name:
+            self._head = self._next()
+            return head
+        return self._passed.pop(name, None) if self._passed else None
+
+    def found_late(self, name: str) -> None:
+        """The walk's file `name` has a row after all (looked up by name): it is not gone."""
+        if self._passed.pop(name, None) is None:
+            self._late.add(name)
+
+    def rest(self) -> Iterator[FileState]:
+        """The rows no file was found for: read to the end, so `live` is the table's."""
+        passed, self._passed = self._passed, {}
+        yield from passed.values()
+        while (row := self._head) is not None:
+            self._head = self._next()
+            if row[0] in self._late:
+                self._late.discard(row[0])
+            else:
+                yield row
+
+    def _pass(self, row: FileState) -> None:
+        if row[0] in self._late:
+            self._late.discard(row[0])
+        else:
+            self._passed[row[0]] = row
+
+    def _next(self) -> FileState | None:
+        row = next(self._rows, None)
+        if row is not None and row[STATE] != GONE:
+            self.live += 1
+        return row
