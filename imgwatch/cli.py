@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 finished but some files failed; 64 usage error;
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -15,9 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from imgwatch import __version__
-from imgwatch.commands import check, dry_run, rescan, retry, status
 from imgwatch.config import ENV_PREFIX, Settings, load_settings
-from imgwatch.daemon.app import Daemon
 from imgwatch.errors import ConfigError, ImgwatchError
 from imgwatch.logsetup import configure_logging
 
@@ -31,12 +30,23 @@ EXIT_USAGE = os.EX_USAGE
 _FILE_ONLY_SECRETS = {"db_password", "wp_password"}
 
 
-# The operator commands, each `run(settings, args) -> int`; no command: the daemon.
-COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "check": check.run,
-    "status": status.run,
-    "retry": retry.run,
-}
+# What runs, each `run(settings, args) -> int` in a module of imgwatch/commands
+# (no command: the daemon). Imported once chosen: a `--rescan` started from a
+# timer does not load the daemon's modules, nor the operator commands'.
+Runner = Callable[[Settings, argparse.Namespace], int]
+
+
+def _runner(args: argparse.Namespace) -> Runner:
+    if args.rescan:
+        name = "dry_run" if args.dry_run else "rescan"
+    elif args.command:
+        name = args.command
+    else:
+        from imgwatch.daemon.app import Daemon
+
+        return lambda settings, _args: Daemon(settings).run()
+    run: Runner = importlib.import_module(f"imgwatch.commands.{name}").run
+    return run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -195,11 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--db-url carries a password that other users can see with ps; "
                 "put IMGWATCH_DB_URL in the env file instead"
             )
-        if args.rescan:
-            return (dry_run.run if args.dry_run else rescan.run)(settings, args)
-        if args.command:
-            return COMMANDS[args.command](settings, args)
-        return Daemon(settings).run()
+        return _runner(args)(settings, args)
     except ImgwatchError as exc:
         log.error("%s", exc)
         return exc.exit_code
