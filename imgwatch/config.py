@@ -270,8 +270,9 @@ class Settings(BaseSettings):
         if self.db_url is not None:
             try:
                 url = make_url(self.db_url.get_secret_value())
-            except ArgumentError:
-                # The message would quote the URL, password and all.
+            except (ArgumentError, ValueError):
+                # The message would quote the URL, password and all. (A port that is
+                # no number is a ValueError from int().)
                 raise ConfigError("invalid setting IMGWATCH_DB_URL: not a database URL") from None
             return _with_mysql_defaults(url)
         if self.db_host:

@@ -93,9 +93,10 @@ def test_partial_fields_are_refused() -> None:
         load_settings({"image_dir": "/x", "db_host": "h"})
 
 
-def test_bad_url_is_reported_without_the_url() -> None:
+@pytest.mark.parametrize("url", ["not a url secret-pw", "mysql://u:secret-pw@h:port/db"])
+def test_bad_url_is_reported_without_the_url(url: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings({"image_dir": "/x", "db_url": "not a url secret-pw"}).database_url()
+        load_settings({"image_dir": "/x", "db_url": url}).database_url()
     assert "secret-pw" not in str(info.value)
 
 
