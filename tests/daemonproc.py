@@ -18,8 +18,11 @@ from urllib.parse import quote, quote_plus
 from sqlalchemy.engine import URL
 
 from imgwatch.db.store import ImageStore
+from imgwatch.model import Status
 from tests.rows import all_rows
-from tests.servers import SECRETS
+from tests.runner import mysql_env
+from tests.servers import SECRETS, WordPress
+from tests.wordpress.test_uploader import wp_env
 
 T = TypeVar("T")
 
@@ -187,3 +190,34 @@ def wait_rows(
         raise AssertionError(f"rows never matched; last seen: {sorted(latest)}") from None
     assert_no_secrets(repr(latest), "the images table")  # last_error above all
     return latest
+
+
+# --- starting one, as the tests do ------------------------------------------------------
+
+
+def db_env(url: URL) -> dict[str, str]:
+    if url.get_backend_name() == "sqlite":
+        return {"IMGWATCH_DB_URL": url.render_as_string(hide_password=False)}
+    return mysql_env(url)  # the original service's discrete settings
+
+
+def daemon_env(image_dir: Path, db: URL, **settings: str) -> dict[str, str]:
+    """The environment a daemon is started with: IMGWATCH_* for the dir, db and settings."""
+    env = {"IMGWATCH_IMAGE_DIR": str(image_dir), **db_env(db)}
+    env.update({f"IMGWATCH_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def start(tmp_path: Path, image_dir: Path, db: URL, **settings: str) -> DaemonProcess:
+    daemon = DaemonProcess(tmp_path / "run", daemon_env(image_dir, db, **settings))
+    daemon.wait_started()
+    return daemon
+
+
+def all_done(names: set[str]) -> Callable[[dict[str, dict[str, Any]]], bool]:
+    """A wait_rows check: every one of names has a `done` row."""
+    return lambda rows: names <= {n for n, r in rows.items() if r["status"] == Status.DONE}
+
+
+def wp_settings(site: WordPress) -> dict[str, str]:
+    return {k.removeprefix("IMGWATCH_").lower(): v for k, v in wp_env(site).items()}

@@ -14,7 +14,7 @@ from imgwatch import cli
 from imgwatch.db.store import ImageStore
 from imgwatch.files import inspect as imaging
 from imgwatch.model import Status
-from tests.db.test_store import make_original_table
+from tests.db.records import make_original_table
 from tests.imagefiles import write_image
 from tests.rows import row_of
 from tests.runner import mysql_env, run

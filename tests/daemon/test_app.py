@@ -14,37 +14,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from sqlalchemy.engine import URL
 
 from imgwatch.model import Status
-from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
+from tests.daemonproc import (
+    DaemonProcess,
+    all_done,
+    daemon_env,
+    db_env,
+    rows_by_name,
+    start,
+    wait_for,
+    wait_rows,
+    wp_settings,
+)
 from tests.imagefiles import sha256_of, write_image
-from tests.runner import mysql_env
 from tests.servers import MariaDB, WordPress
-from tests.wordpress.test_uploader import wp_env
-
-
-def db_env(url: URL) -> dict[str, str]:
-    if url.get_backend_name() == "sqlite":
-        return {"IMGWATCH_DB_URL": url.render_as_string(hide_password=False)}
-    return mysql_env(url)  # the original service's discrete settings
-
-
-def daemon_env(image_dir: Path, db: URL, **settings: str) -> dict[str, str]:
-    """The environment a daemon is started with: IMGWATCH_* for the dir, db and settings."""
-    env = {"IMGWATCH_IMAGE_DIR": str(image_dir), **db_env(db)}
-    env.update({f"IMGWATCH_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-def start(tmp_path: Path, image_dir: Path, db: URL, **settings: str) -> DaemonProcess:
-    daemon = DaemonProcess(tmp_path / "run", daemon_env(image_dir, db, **settings))
-    daemon.wait_started()
-    return daemon
 
 
 def image_bytes(tmp_path: Path, name: str, size: int = 64) -> bytes:
@@ -60,10 +48,6 @@ def slow_copy(data: bytes, dest: Path, chunks: int = 5, pause: float = 0.6) -> N
             out.flush()
             os.fsync(out.fileno())
             time.sleep(pause)
-
-
-def all_done(names: set[str]) -> Any:
-    return lambda rows: names <= {n for n, r in rows.items() if r["status"] == Status.DONE}
 
 
 def test_files_dropped_as_people_do_are_recorded_once_and_complete(
@@ -228,36 +212,10 @@ def test_sigterm_during_a_burst_loses_nothing(tmp_path: Path, image_dir: Path, d
     assert recorded == len(names)
 
 
-def test_sighup_reconciles(tmp_path: Path, image_dir: Path, db_url: URL) -> None:
-    with start(tmp_path, image_dir, db_url, watch_mode="polling", poll_interval="60") as daemon:
-        # Polling once a minute: only the reconcile can see this file in time.
-        write_image(image_dir / "late.jpg")
-        daemon.signal(signal.SIGHUP)
-        daemon.wait_log(r"SIGHUP reconcile: 1 new")
-        wait_rows(db_url, all_done({"late.jpg"}))
-        assert daemon.stop() == 0
-    assert "(polling every 60s)" in daemon.log()
-
-
 def test_polling_mode_sees_new_files(tmp_path: Path, image_dir: Path, db_url: URL) -> None:
     with start(tmp_path, image_dir, db_url, watch_mode="polling", poll_interval="0.3") as daemon:
         write_image(image_dir / "sub" / "polled.jpg")
         wait_rows(db_url, all_done({"sub/polled.jpg"}))
-        assert daemon.stop() == 0
-
-
-def test_periodic_reconcile(tmp_path: Path, image_dir: Path, db_url: URL) -> None:
-    with start(
-        tmp_path,
-        image_dir,
-        db_url,
-        watch_mode="polling",
-        poll_interval="60",
-        reconcile_interval="1",
-    ) as daemon:
-        write_image(image_dir / "found-later.jpg")
-        wait_rows(db_url, all_done({"found-later.jpg"}), timeout=20)
-        daemon.wait_log(r"periodic reconcile: ")
         assert daemon.stop() == 0
 
 
@@ -312,10 +270,6 @@ def test_moved_in_directory_tree_is_scanned(tmp_path: Path, image_dir: Path, db_
 
 
 # --- with the real WordPress -------------------------------------------------------
-
-
-def wp_settings(site: WordPress) -> dict[str, str]:
-    return {k.removeprefix("IMGWATCH_").lower(): v for k, v in wp_env(site).items()}
 
 
 def test_daemon_uploads_dropped_files_once_and_moves_do_not_reupload(
@@ -408,67 +362,6 @@ def test_a_second_stop_signal_exits_at_once(
     with pytest.raises(SystemExit) as exited:
         daemon._on_stop_signal(signal.SIGINT, None)  # second: now
     assert exited.value.code == 128 + signal.SIGINT
-
-
-def test_a_dead_watcher_is_restarted_and_a_reconcile_follows(
-    tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from imgwatch.config import load_settings
-    from imgwatch.daemon.app import Daemon
-
-    settings = load_settings({"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}"})
-    daemon = Daemon(settings)
-    daemon.watcher.start()
-    try:
-        observer = daemon.watcher.observer
-        assert observer is not None
-        observer.stop()  # what an exception inside watchdog's thread leaves behind
-        observer.join(5)
-        assert not daemon.watcher.alive()
-        daemon.health.check_watcher()
-        assert daemon.watcher.alive()
-        assert daemon.reconciles.asked() == "watcher restart"
-        assert "the watcher thread stopped; restarting the watch and reconciling" in caplog.text
-    finally:
-        daemon.watcher.stop()
-
-
-def test_a_worker_stuck_on_one_file_makes_the_daemon_unhealthy(
-    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
-
-    from imgwatch.config import load_settings
-    from imgwatch.daemon import health as health_module
-    from imgwatch.daemon.app import Daemon
-
-    settings = load_settings({"image_dir": image_dir, "db_url": f"sqlite:///{tmp_path / 'x.db'}"})
-    d = Daemon(settings)
-    unblock = threading.Event()
-
-    def hung_read(key: str, row: object) -> bool:  # a read from a dead NFS server
-        unblock.wait(10)
-        return False
-
-    monkeypatch.setattr(d.files, "process", hung_read)
-    monkeypatch.setattr(health_module, "STUCK_AFTER", 0.2)
-    d.store.open()  # the workers look rows up before reading files
-    d.watcher.start()
-    d.files.start()
-    d.writer.start()
-    try:
-        assert d.health.healthy()
-        assert d.files.submit("slow.jpg")
-        wait_for(lambda: not d.health.healthy(), 5, "the stuck read to be noticed")
-        assert d.files.stuck(0.2) == "slow.jpg"
-        unblock.set()
-        wait_for(d.health.healthy, 5, "health back once the read returns")
-    finally:
-        unblock.set()
-        d.watcher.stop()
-        deadline = time.monotonic() + 10
-        assert d.files.stop(deadline) and d.writer.stop(deadline)  # no threads left behind
-        d.store.close()
 
 
 WATCH_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")

@@ -14,10 +14,8 @@ from sqlalchemy.engine import URL
 
 from imgwatch.config import listen_address
 from imgwatch.daemon.http import DatabaseCheck
-from imgwatch.daemon.metrics import reason_label
 from imgwatch.model import Status
-from tests.daemon.test_app import daemon_env, start, wp_settings
-from tests.daemonproc import wait_for, wait_rows
+from tests.daemonproc import daemon_env, start, wait_for, wait_rows, wp_settings
 from tests.imagefiles import write_image
 from tests.runner import run
 from tests.servers import MariaDB, WordPress, free_port
@@ -202,14 +200,6 @@ def test_bad_listen_addresses_exit_78(tmp_path: Path, image_dir: Path, value: st
     result = run("check", "--image-dir", str(image_dir), "--metrics-listen", value, cwd=tmp_path)
     assert result.returncode == 78
     assert "metrics_listen" in result.stderr.lower() or "METRICS_LISTEN" in result.stderr
-
-
-def test_reasons_are_a_few_fixed_labels() -> None:
-    assert reason_label("not an image: content looks like text") == "not_an_image"
-    assert reason_label("file is 300.0 MiB, over the 256 MiB limit (…)") == "too_large"
-    assert reason_label("truncated JPEG: the file ends before the image does") == "truncated"
-    assert reason_label("something new") == "other"
-    assert reason_label(None) == "unknown"
 
 
 def test_the_database_is_asked_at_most_every_five_seconds() -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from imgwatch import logsetup
 from imgwatch.daemon.notify import Notifier, PlainSender, watchdog_interval
 
 
@@ -97,24 +94,3 @@ def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "nonsense"}) is None
     assert watchdog_interval({}) is None
-
-
-def test_journald_only_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
-    with open(tmp_path / "stream", "w") as stream:
-        st = os.fstat(stream.fileno())
-        assert logsetup.stderr_is_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
-        assert not logsetup.stderr_is_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:1"})
-        assert not logsetup.stderr_is_journal(stream, {"JOURNAL_STREAM": "garbage"})
-        assert not logsetup.stderr_is_journal(stream, {})
-
-
-def test_handler_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logsetup, "stderr_is_journal", lambda: False)
-    plain = logsetup.choose_handler()
-    assert isinstance(plain, logging.StreamHandler) and plain.stream is sys.stderr
-    monkeypatch.setattr(logsetup, "stderr_is_journal", lambda: True)
-    journal = logsetup.choose_handler()
-    systemd_python = logsetup.journal_handler() is not None
-    assert isinstance(journal, logging.StreamHandler) != systemd_python
-    if systemd_python:
-        assert type(journal).__name__ == "JournalHandler"

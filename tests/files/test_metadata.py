@@ -17,8 +17,7 @@ from imgwatch.files.inspect import inspect_image
 from imgwatch.files.metadata import TextFields
 from imgwatch.files.record import FileProcessor
 from imgwatch.model import ImageRecord, Status
-from tests.daemon.test_app import daemon_env, start
-from tests.daemonproc import wait_rows
+from tests.daemonproc import daemon_env, start, wait_rows
 from tests.faultproxy import FaultProxy
 from tests.imagefiles import (
     iptc_app13,

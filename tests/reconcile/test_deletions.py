@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from imgwatch.daemon.stages import Stats
-from imgwatch.daemon.writer import Gone, Rename, Writer
 from imgwatch.db.store import ImageStore
-from imgwatch.files.names import ImageNameFilter
 from imgwatch.model import ConditionKind, ImageRecord, Status
 from imgwatch.reconcile.deletions import DeleteGuard, Deletions, GoneRow, HoldState
-from tests.imagefiles import write_image
 from tests.rows import all_rows
 
 
@@ -181,70 +176,3 @@ def test_purge_hands_rows_to_the_upload_side(store: ImageStore) -> None:
     plain = Deletions(store, policy="purge", guard=DeleteGuard(), where="/x")
     assert plain.settle(gone, 100, whole_tree=False) == (3, 0)
     assert statuses(store) == {}
-
-
-# --- the daemon's writer: deletes gathered into runs ----------------------------------
-
-
-def writer_over(store: ImageStore, image_dir: Path, policy: str = "forget") -> Writer:
-    deletions = Deletions(store, policy=policy, guard=DeleteGuard(0.5, 10), where=str(image_dir))
-    return Writer(
-        root=image_dir,
-        store=store,
-        stats=Stats(),
-        batch_size=100,
-        deletions=deletions,
-        accept=ImageNameFilter([".jpg"]),
-        on_rows=lambda _records: None,
-    )
-
-
-def files(store: ImageStore, image_dir: Path, n: int) -> list[str]:
-    names = [f"{i:02d}.jpg" for i in range(n)]
-    for name in names:
-        write_image(image_dir / name, 8, 8)
-    rows(store, 0)
-    store.upsert(
-        [ImageRecord(file_name=n, title=None, description=None, status=Status.DONE) for n in names]
-    )
-    return names
-
-
-def test_a_wipe_spread_over_runs_is_held(store: ImageStore, image_dir: Path) -> None:
-    names = files(store, image_dir, 30)
-    writer = writer_over(store, image_dir)
-    for batch in (names[:10], names[10:20]):  # two runs, a little while apart
-        for name in batch:
-            (image_dir / name).unlink()
-        writer._apply([Gone(n) for n in batch])
-        writer._settle_run()
-    # The first run (10 of 30) went; the second (20 of 30 with it) is held.
-    assert len(statuses(store)) == 20
-    assert hold_row(store) is not None
-
-
-def test_a_run_that_empties_the_tree_is_held_however_small(
-    store: ImageStore, image_dir: Path
-) -> None:
-    names = files(store, image_dir, 3)
-    writer = writer_over(store, image_dir)
-    for name in names:
-        (image_dir / name).unlink()
-    writer._apply([Gone(n) for n in names])
-    writer._settle_run()
-    assert len(statuses(store)) == 3
-    assert "is empty but 3 row(s)" in hold_row(store).message
-
-
-def test_a_file_moved_over_a_deleted_one_keeps_its_row(store: ImageStore, image_dir: Path) -> None:
-    names = files(store, image_dir, 12)
-    moved = {r["file_name"]: r["id"] for r in all_rows(store)}["01.jpg"]
-    writer = writer_over(store, image_dir)
-    # `rm 00.jpg; mv 01.jpg 00.jpg`, as events: the delete is still in the run when
-    # the move comes.
-    (image_dir / "00.jpg").unlink()
-    (image_dir / "01.jpg").rename(image_dir / "00.jpg")
-    writer._apply([Gone("00.jpg"), Rename("01.jpg", "00.jpg")])
-    after = {r["file_name"]: r["id"] for r in all_rows(store)}
-    assert after["00.jpg"] == moved  # the moved file's row, now under the name
-    assert "01.jpg" not in after and len(after) == len(names) - 1

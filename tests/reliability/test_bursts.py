@@ -13,8 +13,7 @@ from PIL import Image
 from sqlalchemy.engine import URL
 
 from imgwatch.model import Status
-from tests.daemon.test_app import start
-from tests.daemonproc import wait_rows
+from tests.daemonproc import start, wait_rows
 
 ONE_DIR = 3000
 NEW_DIRS = 1500

@@ -12,8 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from imgwatch.model import Status
-from tests.daemon.test_app import start
-from tests.daemonproc import wait_rows
+from tests.daemonproc import start, wait_rows
 from tests.imagefiles import sha256_of, write_image
 
 

@@ -19,7 +19,7 @@ from imgwatch.db.store import ImageStore
 from imgwatch.errors import DatabaseUnavailable
 from imgwatch.model import Status
 from tests.daemonproc import DaemonProcess, wait_rows
-from tests.db.test_store import record
+from tests.db.records import record
 from tests.imagefiles import write_image
 from tests.rows import row_of
 from tests.servers import MariaDB

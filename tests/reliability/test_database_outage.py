@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 from imgwatch.model import Status
-from tests.daemon.test_app import start
-from tests.daemonproc import wait_for, wait_rows
+from tests.daemonproc import start, wait_for, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.servers import MariaDB
 

@@ -19,8 +19,7 @@ from sqlalchemy.engine import URL
 
 from imgwatch.files.names import row_name
 from imgwatch.model import Status
-from tests.daemon.test_app import db_env
-from tests.daemonproc import DaemonProcess, rows_by_name, wait_rows
+from tests.daemonproc import DaemonProcess, db_env, rows_by_name, wait_rows
 from tests.imagefiles import sha256_of, write_image
 from tests.runner import run
 

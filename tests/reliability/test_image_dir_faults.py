@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from imgwatch.model import Status
-from tests.daemon.test_app import db_env, start
-from tests.daemonproc import DaemonProcess, wait_for, wait_rows
+from tests.daemonproc import DaemonProcess, db_env, start, wait_for, wait_rows
 from tests.imagefiles import write_image
 
 

@@ -13,8 +13,7 @@ import threading
 from pathlib import Path
 
 from imgwatch.model import Status
-from tests.daemon.test_app import daemon_env, wp_settings
-from tests.daemonproc import DaemonProcess, wait_rows
+from tests.daemonproc import DaemonProcess, daemon_env, wait_rows, wp_settings
 from tests.imagefiles import sha256_of, write_image
 from tests.servers import MariaDB, WordPress
 

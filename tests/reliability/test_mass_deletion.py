@@ -22,9 +22,16 @@ import pytest
 from sqlalchemy.engine import URL
 
 from imgwatch.model import Status
-from tests.daemon.test_app import daemon_env, start, wp_settings
 from tests.daemon.test_http import get, metric, wait_status
-from tests.daemonproc import DaemonProcess, rows_by_name, wait_for, wait_rows
+from tests.daemonproc import (
+    DaemonProcess,
+    daemon_env,
+    rows_by_name,
+    start,
+    wait_for,
+    wait_rows,
+    wp_settings,
+)
 from tests.imagefiles import write_image
 from tests.runner import run
 from tests.servers import MariaDB, WordPress, free_port

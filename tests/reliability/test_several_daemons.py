@@ -13,8 +13,7 @@ from sqlalchemy import text
 
 from imgwatch.db.store import ImageStore
 from imgwatch.model import Status, UploadJob
-from tests.daemon.test_app import start, wp_settings
-from tests.daemonproc import DaemonProcess, wait_rows
+from tests.daemonproc import DaemonProcess, start, wait_rows, wp_settings
 from tests.imagefiles import write_image
 from tests.rows import row_of
 from tests.servers import MariaDB, WordPress

@@ -5,15 +5,12 @@ Every test checks what WordPress holds afterwards, not only what imgwatch says.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -27,8 +24,7 @@ from imgwatch.db.store import ImageStore
 from imgwatch.errors import PermanentError, SiteCondition, TransientError
 from imgwatch.model import ImageRecord, Status, UploadJob, utcnow
 from imgwatch.wordpress.client import Media
-from imgwatch.wordpress.outcomes import RetryPolicy, reschedule_at
-from imgwatch.wordpress.pause import UploadPause
+from imgwatch.wordpress.outcomes import RetryPolicy
 from imgwatch.wordpress.uploader import Uploader
 from tests.imagefiles import sha256_of, write_image
 from tests.rows import all_rows, row_of
@@ -446,65 +442,6 @@ def test_file_changed_after_recording_is_not_uploaded(store: ImageStore, image_d
     assert "upload" not in client.calls
 
 
-def test_retry_policy_backoff_is_capped_and_jittered() -> None:
-    policy = RetryPolicy(attempts=5, base=1.0, cap=5.0)
-    for attempt, top in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)]:
-        delay = policy.delay(attempt)
-        assert top / 2 <= delay <= top
-    assert policy.delay(1, retry_after=3.0) == 3.0
-    assert policy.delay(1, retry_after=100.0) == 5.0
-
-
-def test_reschedule_grows_to_an_hour() -> None:
-    now = utcnow()
-    first = reschedule_at(0) - now
-    assert dt.timedelta(seconds=50) < first < dt.timedelta(seconds=70)
-    assert reschedule_at(3) - now > dt.timedelta(minutes=7)
-    assert reschedule_at(50) - now <= dt.timedelta(hours=1, seconds=1)
-    assert reschedule_at(0, retry_after=600) - now >= dt.timedelta(seconds=599)
-
-
-def test_pause_probes_with_capped_backoff_and_says_it_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO)
-    now = [100.0]
-    pause = UploadPause(probe_max=10, clock=lambda: now[0])
-    firewall = SiteCondition("firewall", "WordPress answers 403 with an HTML page")
-    pause.report(firewall)
-    pause.report(firewall)  # a second upload meets it too: said once
-    assert caplog.text.count("uploads paused") == 1
-    waits = []
-    for _ in range(6):
-        wait = pause.seconds_to_probe()
-        assert wait is not None
-        waits.append(wait)
-        assert not pause.probe_due()
-        now[0] += wait
-        assert pause.probe_due()
-        pause.probe_failed(firewall)
-    assert waits == [2, 4, 8, 10, 10, 10]
-    state = pause.state()
-    assert state is not None and state.kind == "firewall" and state.seconds == now[0] - 100
-    pause.resume()
-    assert pause.condition is None and "uploads resume" in caplog.text
-    # A condition the probe did not see: the backoff goes on where it was.
-    pause.report(firewall)
-    assert pause.seconds_to_probe() == 10
-    assert "answered the probe, not the upload" in caplog.text
-    pause.resume()
-    pause.worked()
-    pause.report(firewall)
-    assert pause.seconds_to_probe() == 2
-
-
-def test_retry_after_delays_the_probe() -> None:
-    now = [0.0]
-    pause = UploadPause(probe_max=300, clock=lambda: now[0])
-    pause.report(SiteCondition("rate_limited", "429", retry_after=60))
-    assert pause.seconds_to_probe() == 60
-
-
 def test_shared_media_is_not_deleted_when_one_name_changes(
     live_wordpress: WordPress, db: URL, image_dir: Path
 ) -> None:
@@ -566,69 +503,9 @@ def test_a_condition_only_one_file_meets_fails_that_file_alone(
     assert "to this file only" in row["last_error"]
 
 
-def test_a_purge_whose_delete_fails_keeps_the_row_missing_with_the_reason(
-    store: ImageStore, image_dir: Path
-) -> None:
-    from imgwatch.reconcile.deletions import GoneRow
-
-    job = job_for(store, image_dir)
-    store.record_upload(job, 7, "http://wp/x.jpg", "")
-    (image_dir / "u.jpg").unlink()
-    client = FakeClient(["503"] * 3)  # the site answers its probe: this item's trouble
-    up = make_uploader(client, store, image_dir)
-    assert up.purge(GoneRow(job.id, "u.jpg")) == "failed"
-    row = row_of(store, "u.jpg") or {}
-    assert row["status"] == "missing" and "could not delete media 7" in row["last_error"]
-    assert up.pause.condition is None
-
-
 def test_a_claim_taken_over_is_not_given_back(store: ImageStore, image_dir: Path) -> None:
     job = job_for(store, image_dir)
     assert store.mark_uploading(job, "host-a:1", lease=600)
     assert not store.release_upload(job, "host-b:2")  # not b's claim
     assert store.release_upload(job, "host-a:1")
     assert (row_of(store, "u.jpg") or {})["status"] == Status.PENDING
-
-
-class SlowUploader:
-    """Stands in for the Uploader in the dispatcher: an upload that takes its time."""
-
-    workers = 2
-    owner = "host:1"
-
-    def __init__(self) -> None:
-        self.pause = UploadPause()
-        self.release = threading.Event()
-        self.texts: list[str] = []
-
-    def upload(self, job: UploadJob) -> str:
-        self.release.wait(30)
-        return "done"
-
-    def update_text(self, update: Any) -> str:
-        self.texts.append(update.file_name)
-        return "updated"
-
-
-def test_the_dispatcher_does_not_spin_while_an_upload_is_under_way(
-    store: ImageStore, image_dir: Path
-) -> None:
-    from imgwatch.daemon.stages import Stats
-    from imgwatch.daemon.uploads import UploadDispatcher
-
-    job_for(store, image_dir)  # a pending row: due, and soon under way
-    up = SlowUploader()
-    dispatcher = UploadDispatcher(up, store, Stats())  # type: ignore[arg-type]
-    try:
-        dispatcher.sweep_text()
-        dispatcher.wake.clear()
-        dispatcher._dispatch()
-        assert dispatcher.in_flight() == 1
-        # The row under way is due too; it is not taken for new work, and nothing
-        # asks for another round at once: the worker wakes the thread when it is done.
-        for _ in range(3):
-            dispatcher._dispatch()
-            assert dispatcher.in_flight() == 1 and not dispatcher.wake.is_set()
-    finally:
-        up.release.set()
-        dispatcher._pool.shutdown(wait=True)  # its thread was never started
