@@ -48,6 +48,9 @@ def _find(binary: str) -> str:
 class MariaDB:
     """A private mariadbd: own datadir, own socket, a random loopback port."""
 
+    # Whom mariadbd runs as when the suite runs as root (it will not be root unasked).
+    run_as = "root"
+
     def __init__(self, base: Path, *, durable: bool = False) -> None:
         self.base = base
         # durable: MariaDB's default of flushing the log at every commit, as in
@@ -60,18 +63,25 @@ class MariaDB:
         self._counter = 0
 
     def start(self) -> None:
-        install_db = _find("mariadb-install-db")
-        mariadbd = _find("mariadbd")
-        user = ["--user=root"] if os.geteuid() == 0 else []
+        self._mariadbd = _find("mariadbd")
         self.base.mkdir(parents=True, exist_ok=True)
+        self.install()
+        self.port = free_port()
+        self._launch()
+
+    def _user(self) -> list[str]:
+        return [f"--user={self.run_as}"] if os.geteuid() == 0 else []
+
+    def install(self) -> None:
+        """A new datadir with the system tables; root has no password."""
         result = subprocess.run(
             [
-                install_db,
+                _find("mariadb-install-db"),
                 "--no-defaults",
                 f"--datadir={self.datadir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
-                *user,
+                *self._user(),
             ],
             capture_output=True,
             check=False,
@@ -79,32 +89,28 @@ class MariaDB:
         )
         if result.returncode != 0:
             raise ServerUnavailable("mariadb-install-db failed: " + result.stderr.decode()[-2000:])
-        self.port = free_port()
-        self._mariadbd = mariadbd
-        self._user = user
-        self._launch()
+
+    def options(self) -> list[str]:
+        """mariadbd's command line after the program (--no-defaults first, as it must be)."""
+        return [
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={self.base / 'mariadbd.pid'}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            # Tests need no durability across a power cut; this makes commits cheap.
+            f"--innodb-flush-log-at-trx-commit={1 if self.durable else 2}",
+            "--character-set-server=utf8mb4",
+            *self._user(),
+        ]
 
     def _launch(self) -> None:
-        mariadbd, user = self._mariadbd, self._user
         log = open(self.base / "mariadbd.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
-            [
-                mariadbd,
-                "--no-defaults",
-                f"--datadir={self.datadir}",
-                f"--socket={self.socket}",
-                f"--port={self.port}",
-                "--bind-address=127.0.0.1",
-                f"--pid-file={self.base / 'mariadbd.pid'}",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=64M",
-                # Tests need no durability across a power cut; this makes commits cheap.
-                f"--innodb-flush-log-at-trx-commit={1 if self.durable else 2}",
-                "--character-set-server=utf8mb4",
-                *user,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [self._mariadbd, *self.options()], stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         self._wait_ready()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from imgwatch.db.engine import Database
@@ -44,16 +45,19 @@ class Conditions(Database):
         insert = conditions.insert().values(
             kind=condition.kind, owner=condition.owner[:128], **values
         )
-        with self.guard("recording a condition"):
-            with self.engine.begin() as conn:
-                if conn.execute(refresh).rowcount:
-                    return
+
+        def add(conn: Connection) -> bool:
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert)
-            except IntegrityError:  # another process recorded it first: refresh theirs
-                with self.engine.begin() as conn:
-                    conn.execute(refresh)
+                conn.execute(insert)
+            except IntegrityError:  # another process recorded it first
+                return False
+            return True
+
+        action = "recording a condition"
+        if self.transaction(action, lambda conn: conn.execute(refresh).rowcount):
+            return
+        if not self.transaction(action, add):
+            self.transaction(action, lambda conn: conn.execute(refresh))  # refresh theirs
 
     def clear_condition(self, kind: str, owners: Sequence[str]) -> int:
         """The condition is over (or its process is dead)."""
@@ -61,8 +65,7 @@ class Conditions(Database):
             return 0
         c = conditions.c
         stmt = delete(conditions).where(c.kind == kind, c.owner.in_([o[:128] for o in owners]))
-        with self.guard("clearing a condition"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+        return self.transaction("clearing a condition", lambda conn: conn.execute(stmt).rowcount)
 
     def confirm_held_deletions(self) -> int:
         """An operator says the held deletions are meant: the next reconcile applies them."""
@@ -72,5 +75,6 @@ class Conditions(Database):
             .where(c.kind == ConditionKind.DELETIONS_HELD, c.confirmed_at.is_(None))
             .values(confirmed_at=utcnow())
         )
-        with self.guard("confirming held deletions"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+        return self.transaction(
+            "confirming held deletions", lambda conn: conn.execute(stmt).rowcount
+        )

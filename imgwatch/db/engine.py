@@ -1,15 +1,19 @@
-"""Connections: the engine for a database URL, its timeouts, and the one way a
-database error becomes a line an operator can read (`Database.guard`)."""
+"""Connections: the engine for a database URL, its timeouts, the one way a
+database error becomes a line an operator can read (`Database.guard`), and the one
+way a write transaction that lost a write conflict is run again
+(`Database.transaction`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, Engine, and_, create_engine, event, select
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from imgwatch.db import schema
@@ -34,6 +38,18 @@ _IO_TIMEOUT_KEYS = ("read_timeout", "write_timeout")
 _MYSQL_CONFIG_ERRORS = {1044, 1045, 1049}
 # Rows per statement when touching many ids at once (keeps IN (...) lists small).
 ID_CHUNK = 1000
+# MySQL's 1213: the transaction lost a write conflict and was rolled back. On a
+# multi-writer cluster (Galera) it is the normal outcome of two nodes writing one row
+# at once (certification failed, or a replicated write aborted the local one); on one
+# server, a deadlock. The other writer has committed, so the cure is to run the
+# transaction again at once. Not 1205 (lock wait timeout): that has already waited
+# innodb_lock_wait_timeout (50 s) on a lock someone holds, which is worth an error
+# line, and the callers' outage handling retries it anyway.
+WRITE_CONFLICT = 1213
+CONFLICT_ATTEMPTS = 5
+# At most this many seconds, times the attempt number, before running it again: two
+# losers of one conflict must not meet again in step.
+CONFLICT_JITTER = 0.05
 
 
 class Database:
@@ -127,9 +143,37 @@ class Database:
         try:
             yield
         except (DBAPIError, self._driver_error) as exc:
-            raise DatabaseUnavailable(
-                f"database {self.display_url}: {action} failed: {describe_db_error(exc)}"
-            ) from None
+            raise self._unavailable(action, exc) from None
+
+    def transaction(self, action: str, body: Callable[[Connection], T]) -> T:
+        """body(conn) in one transaction, guarded as guard() does; what it returns.
+
+        A write conflict (WRITE_CONFLICT) rolls the transaction back and it is run
+        again at once, with a warning, up to CONFLICT_ATTEMPTS times in all; only a
+        conflict that persists becomes the usual DatabaseUnavailable. So body may run
+        more than once: it must do nothing outside its transaction.
+        """
+        attempt = 1
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    return body(conn)
+            except (DBAPIError, self._driver_error) as exc:
+                if _mysql_error_code(exc) != WRITE_CONFLICT or attempt >= CONFLICT_ATTEMPTS:
+                    raise self._unavailable(action, exc) from None
+            log.warning(
+                "write conflict with another node while %s (certification failed or "
+                "deadlock, error %d); retrying",
+                action,
+                WRITE_CONFLICT,
+            )
+            time.sleep(random.uniform(0.0, CONFLICT_JITTER * attempt))  # noqa: S311 - jitter
+            attempt += 1
+
+    def _unavailable(self, action: str, exc: BaseException) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"database {self.display_url}: {action} failed: {describe_db_error(exc)}"
+        )
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -142,7 +186,9 @@ def describe_db_error(exc: BaseException) -> str:
 
 
 def _mysql_error_code(exc: BaseException) -> int | None:
-    orig = getattr(exc, "orig", None)
+    """The MySQL error number of exc, wrapped by SQLAlchemy or straight from the
+    driver (a cursor used directly), else None."""
+    orig = getattr(exc, "orig", None) or exc
     args = getattr(orig, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 

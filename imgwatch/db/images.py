@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.engine import Connection
 
 from imgwatch.db.engine import ID_CHUNK, Database, chunks, starts_with
 from imgwatch.db.schema import column, images, known_columns
@@ -119,13 +120,16 @@ class ImageRows(Database):
         """Give a moved file's row its new name; False if there is no such row or the
         new name already has one (then the caller treats old as gone and new as changed)."""
         c = images.c
-        with self.guard("renaming a row"), self.engine.begin() as conn:
+
+        def body(conn: Connection) -> bool:
             if conn.execute(select(c.id).where(c.file_name == new)).first() is not None:
                 return False
             result = conn.execute(
                 update(images).where(c.file_name == old).values(file_name=new, updated_at=utcnow())
             )
             return result.rowcount > 0
+
+        return self.transaction("renaming a row", body)
 
     def rename_prefix(self, old_prefix: str, new_prefix: str) -> tuple[int, list[str]]:
         """A moved directory: every row under old_prefix moves under new_prefix.
@@ -134,9 +138,10 @@ class ImageRows(Database):
         taken or too long): the caller treats those as gone.
         """
         c = images.c
-        stuck: list[str] = []
         now = utcnow()
-        with self.guard("renaming rows of a moved directory"), self.engine.begin() as conn:
+
+        def body(conn: Connection) -> tuple[int, list[str]]:
+            stuck: list[str] = []
             rows = conn.execute(
                 select(c.id, c.file_name).where(starts_with(c.file_name, old_prefix))
             ).all()
@@ -153,7 +158,9 @@ class ImageRows(Database):
                 conn.execute(
                     update(images).where(c.id == row_id).values(file_name=target, updated_at=now)
                 )
-        return len(rows) - len(stuck), stuck
+            return len(rows) - len(stuck), stuck
+
+        return self.transaction("renaming rows of a moved directory", body)
 
     def mark_missing(
         self,
@@ -169,27 +176,34 @@ class ImageRows(Database):
         name: a row renamed since the caller looked (a file moved while a scan ran) is
         left alone.
         """
-        count = 0
         now = utcnow()
         c = images.c
-        with self.guard("marking rows missing"), self.engine.begin() as conn:
+        values: dict[str, Any] = {"status": Status.MISSING.value, "updated_at": now}
+        if reason is not None:
+            values["last_error"] = reason
+
+        def body(conn: Connection) -> int:
+            count = 0
             for start in range(0, len(ids), ID_CHUNK):
                 stmt = update(images).where(c.id.in_(ids[start : start + ID_CHUNK]))
                 if names is not None:
                     stmt = stmt.where(c.file_name.in_(names[start : start + ID_CHUNK]))
-                values: dict[str, Any] = {"status": Status.MISSING.value, "updated_at": now}
-                if reason is not None:
-                    values["last_error"] = reason
                 count += conn.execute(stmt.values(**values)).rowcount
-        return count
+            return count
+
+        return self.transaction("marking rows missing", body)
 
     def forget(self, ids: Iterable[int]) -> int:
         """Remove rows (the `forget`/`purge` delete policies)."""
-        count = 0
-        with self.guard("removing rows"), self.engine.begin() as conn:
-            for chunk in chunks(list(ids), ID_CHUNK):
-                count += conn.execute(delete(images).where(images.c.id.in_(chunk))).rowcount
-        return count
+        id_list = list(ids)
+
+        def body(conn: Connection) -> int:
+            return sum(
+                conn.execute(delete(images).where(images.c.id.in_(chunk))).rowcount
+                for chunk in chunks(id_list, ID_CHUNK)
+            )
+
+        return self.transaction("removing rows", body)
 
     def count_live(self) -> int:
         """Rows whose file was there when last seen (not missing)."""

@@ -86,8 +86,7 @@ class MediaText(Database):
             .where(c.id == row_id, c.wp_media_id == media_id)
             .values(wp_text_digest=digest)
         )
-        with self.guard("recording text sent"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount > 0
+        return self.transaction("recording text sent", lambda conn: conn.execute(stmt).rowcount > 0)
 
     def baseline_text_digests(self) -> int:
         """Rows uploaded before imgwatch kept what it sent: their words as they are now
@@ -100,5 +99,6 @@ class MediaText(Database):
             .where(c.wp_text_digest.is_(None), c.wp_media_id.is_not(None), c.status == Status.DONE)
             .values(wp_text_digest=text_digest_sql(images))
         )
-        with self.guard("recording what WordPress has"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+        return self.transaction(
+            "recording what WordPress has", lambda conn: conn.execute(stmt).rowcount
+        )

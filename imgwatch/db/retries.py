@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Connection
 
 from imgwatch.db.engine import Database, chunks
 from imgwatch.db.schema import images
@@ -57,57 +58,65 @@ class Retries(Database):
         WordPress stays linked to its media). A row being uploaded is left alone.
         """
         c = images.c
-        now = utcnow()
-        result = RetryResult()
-        absent = self.absent_columns  # an older imgwatch's table, not adopted yet
-        upload_failed = (c.status == Status.FAILED) & c.sha256.is_not(None)
         chosen = []
         if failed:
             chosen.append(c.status == Status.FAILED)
         if rejected:
             chosen.append(c.status == Status.REJECTED)
-        with self.guard("marking rows to retry"), self.engine.begin() as conn:
-            if names:
-                wanted = list(dict.fromkeys(names))
-                found: dict[str, str] = {}
-                for chunk in chunks(wanted, 500):
-                    query = select(c.file_name, c.status).where(c.file_name.in_(chunk))
-                    found.update({row[0]: row[1] for row in conn.execute(query)})
-                result.unknown = [n for n in wanted if n not in found]
-                result.in_progress = [n for n in wanted if found.get(n) == Status.UPLOADING]
-                named = [n for n in wanted if found.get(n) not in (None, Status.UPLOADING)]
-                if named:
-                    chosen.append(c.file_name.in_(named))
-                    # Their media items get every field again, whatever WordPress was
-                    # last given (and are uploaded again if a person deleted them).
-                    for chunk in chunks(named, 500) if "wp_text_digest" not in absent else ():
-                        conn.execute(
-                            update(images)
-                            .where(c.file_name.in_(chunk), c.wp_media_id.is_not(None))
-                            .values(wp_text_digest=UNKNOWN)
-                        )
-            if not chosen:
-                return result
-            selected = or_(*chosen) & (c.status != Status.UPLOADING)
-            result.uploads = conn.execute(
-                update(images)
-                .where(and_(selected, upload_failed))
-                .values(next_attempt_at=now, attempts=0, updated_at=now)
-            ).rowcount
-            result.rereads = conn.execute(
-                update(images)
-                .where(and_(selected, ~upload_failed))
-                .values(
-                    status=Status.PENDING,
-                    # Its facts forgotten: the reconcile reads the file as new.
-                    **dict.fromkeys(("sha256", "size_bytes", "mtime_ns")),
-                    attempts=0,
-                    last_error=RETRY_REQUESTED,
-                    next_attempt_at=now,
-                    **UNCLAIMED,
-                    updated_at=now,
-                )
-            ).rowcount
+        return self.transaction(
+            "marking rows to retry", lambda conn: self._retry_rows(conn, chosen, names)
+        )
+
+    def _retry_rows(self, conn: Connection, chosen: list[Any], names: Sequence[str]) -> RetryResult:
+        """retry()'s transaction; run again whole after a write conflict, so it keeps
+        nothing from a run before."""
+        c = images.c
+        now = utcnow()
+        result = RetryResult()
+        chosen = list(chosen)
+        absent = self.absent_columns  # an older imgwatch's table, not adopted yet
+        upload_failed = (c.status == Status.FAILED) & c.sha256.is_not(None)
+        if names:
+            wanted = list(dict.fromkeys(names))
+            found: dict[str, str] = {}
+            for chunk in chunks(wanted, 500):
+                query = select(c.file_name, c.status).where(c.file_name.in_(chunk))
+                found.update({row[0]: row[1] for row in conn.execute(query)})
+            result.unknown = [n for n in wanted if n not in found]
+            result.in_progress = [n for n in wanted if found.get(n) == Status.UPLOADING]
+            named = [n for n in wanted if found.get(n) not in (None, Status.UPLOADING)]
+            if named:
+                chosen.append(c.file_name.in_(named))
+                # Their media items get every field again, whatever WordPress was
+                # last given (and are uploaded again if a person deleted them).
+                for chunk in chunks(named, 500) if "wp_text_digest" not in absent else ():
+                    conn.execute(
+                        update(images)
+                        .where(c.file_name.in_(chunk), c.wp_media_id.is_not(None))
+                        .values(wp_text_digest=UNKNOWN)
+                    )
+        if not chosen:
+            return result
+        selected = or_(*chosen) & (c.status != Status.UPLOADING)
+        result.uploads = conn.execute(
+            update(images)
+            .where(and_(selected, upload_failed))
+            .values(next_attempt_at=now, attempts=0, updated_at=now)
+        ).rowcount
+        result.rereads = conn.execute(
+            update(images)
+            .where(and_(selected, ~upload_failed))
+            .values(
+                status=Status.PENDING,
+                # Its facts forgotten: the reconcile reads the file as new.
+                **dict.fromkeys(("sha256", "size_bytes", "mtime_ns")),
+                attempts=0,
+                last_error=RETRY_REQUESTED,
+                next_attempt_at=now,
+                **UNCLAIMED,
+                updated_at=now,
+            )
+        ).rowcount
         return result
 
     def rereads_due(self, since: dt.datetime | None = None) -> int:

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
 
 from imgwatch.db.engine import Database
 from imgwatch.db.schema import SCANS_KEPT, scans
@@ -22,7 +23,8 @@ class ScanHistory(Database):
         """Add one reconcile to the history, dropping the oldest beyond SCANS_KEPT."""
         values: dict[str, Any] = {k: getattr(summary, k) for k in SCAN_COUNTS}
         started_at = utcnow() - dt.timedelta(seconds=summary.elapsed)
-        with self.guard("recording the scan"), self.engine.begin() as conn:
+
+        def record(conn: Connection) -> None:
             inserted = conn.execute(
                 scans.insert().values(
                     reason=reason[:32],
@@ -35,6 +37,8 @@ class ScanHistory(Database):
             ).inserted_primary_key
             assert inserted is not None
             conn.execute(delete(scans).where(scans.c.id <= inserted[0] - SCANS_KEPT))
+
+        self.transaction("recording the scan", record)
 
     def last_scan(self) -> dict[str, Any] | None:
         """The most recent reconcile, finished or interrupted, or None."""

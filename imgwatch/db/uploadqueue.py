@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 
 from imgwatch.db.engine import Database, starts_with
 from imgwatch.db.schema import column, images
@@ -100,8 +101,9 @@ class UploadQueue(Database):
                 updated_at=now,
             )
         )
-        with self.guard("claiming a row for upload"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount > 0
+        return self.transaction(
+            "claiming a row for upload", lambda conn: conn.execute(stmt).rowcount > 0
+        )
 
     def retry_failed_now(self) -> int:
         """Uploads that failed for a passing reason are due now, not at their schedule."""
@@ -114,8 +116,9 @@ class UploadQueue(Database):
             )
             .values(next_attempt_at=now)
         )
-        with self.guard("rescheduling failed uploads"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+        return self.transaction(
+            "rescheduling failed uploads", lambda conn: conn.execute(stmt).rowcount
+        )
 
     def release_claims_of(self, owners: Sequence[str]) -> int:
         """Let go of claims held by uploaders known to be dead (this host's old pids)."""
@@ -127,8 +130,7 @@ class UploadQueue(Database):
             .where(c.claimed_until.is_not(None), c.claimed_by.in_(list(owners)))
             .values(claimed_until=None)
         )
-        with self.guard("releasing stale claims"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+        return self.transaction("releasing stale claims", lambda conn: conn.execute(stmt).rowcount)
 
     def claim_owners(self, prefix: str) -> list[str]:
         """Distinct claimed_by values of claimed rows that start with prefix."""
@@ -169,8 +171,9 @@ class UploadQueue(Database):
             .where(c.id == job.id, c.sha256 == job.sha256, c.claimed_by == owner)
             .values(status=Status.PENDING, updated_at=utcnow(), **UNCLAIMED)
         )
-        with self.guard("giving back an upload"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount > 0
+        return self.transaction(
+            "giving back an upload", lambda conn: conn.execute(stmt).rowcount > 0
+        )
 
     def record_upload_failure(
         self, job: UploadJob, reason: str, next_attempt_at: dt.datetime | None
@@ -192,8 +195,9 @@ class UploadQueue(Database):
             .where(c.id == job.id, c.sha256 == job.sha256)
             .values(updated_at=utcnow(), **values)
         )
-        with self.guard("updating upload state"), self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount > 0
+        return self.transaction(
+            "updating upload state", lambda conn: conn.execute(stmt).rowcount > 0
+        )
 
     def media_deleted(self, media_id: int, *, reupload: bool) -> list[str]:
         """A person deleted the media item in WordPress. Its rows are uploaded again
@@ -217,10 +221,13 @@ class UploadQueue(Database):
                 "again (IMGWATCH_WP_REUPLOAD_DELETED=false): imgwatch retry uploads it",
                 "next_attempt_at": None,
             }
-        with self.guard("noting a deleted media item"), self.engine.begin() as conn:
+
+        def note(conn: Connection) -> list[str]:
             names = list(conn.execute(select(c.file_name).where(which)).scalars())
             conn.execute(update(images).where(which).values(updated_at=now, **forgotten, **values))
-        return names
+            return names
+
+        return self.transaction("noting a deleted media item", note)
 
     def first_user(self, media_id: int) -> int | None:
         """The lowest id of the rows done with this media item, or None."""

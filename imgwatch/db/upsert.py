@@ -112,7 +112,8 @@ class RowUpserts(Database):
         if not records:
             return
         upsert = self._upsert_sql()
-        with self.guard("writing rows"), self.engine.begin() as conn:
+
+        def write(conn: Connection) -> None:
             # Straight to the driver, the statement compiled once: per row,
             # SQLAlchemy's parameter handling cost a quarter of a bulk import.
             driver = conn.connection.driver_connection
@@ -134,6 +135,8 @@ class RowUpserts(Database):
             finally:
                 cursor.close()
             self._apply_sidecars(conn, records)
+
+        self.transaction("writing rows", write)
         if self.on_written is not None:
             self.on_written(records)
 

@@ -1,15 +1,20 @@
-"""Connections (imgwatch/db/engine.py): settings errors, outages, timeouts, SQLite's pragmas."""
+"""Connections (imgwatch/db/engine.py): settings errors, outages, timeouts, SQLite's
+pragmas, and write conflicts run again."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import OperationalError
 
-from imgwatch.db.engine import chunks, create_engine_for
+from imgwatch.db.engine import CONFLICT_ATTEMPTS, chunks, create_engine_for
+from imgwatch.db.schema import images
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import ConfigError, DatabaseUnavailable
 from imgwatch.textdigest import field_digest
@@ -171,3 +176,106 @@ def test_chunks_cover_every_item_in_order_in_slices_of_at_most_size() -> None:
     assert [len(s) for s in slices] == [1000, 1000, 501]
     assert [i for s in slices for i in s] == items
     assert list(chunks([], 1000)) == []
+
+
+# --- write conflicts (MySQL 1213), run again at once -------------------------------------
+
+
+def _write_conflict() -> OperationalError:
+    """What SQLAlchemy raises when MySQL answers a commit with 1213, as a Galera node
+    does to the loser of a certification conflict."""
+    words = "Deadlock found when trying to get lock; try restarting transaction"
+    return OperationalError("COMMIT", None, pymysql.err.OperationalError(1213, words))
+
+
+def _warned(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _add_row(conn: Connection) -> None:
+    conn.execute(images.insert().values(file_name="a.jpg"))
+
+
+def test_a_write_conflict_is_run_again_at_once_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "x.db")))
+    store.open()
+    runs: list[int] = []
+
+    def body(conn: Connection) -> int:
+        runs.append(1)
+        _add_row(conn)
+        if len(runs) < 3:
+            raise _write_conflict()
+        return len(runs)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="imgwatch.db.engine"):
+            assert store.transaction("writing rows", body) == 3
+        # The two that lost were rolled back: one row, from the run that committed.
+        assert store.count_rows() == 1
+    finally:
+        store.close()
+    assert [(r.levelname, r.getMessage()) for r in _warned(caplog)] == [
+        (
+            "WARNING",
+            "write conflict with another node while writing rows "
+            "(certification failed or deadlock, error 1213); retrying",
+        )
+    ] * 2
+
+
+def test_a_write_conflict_that_persists_is_the_usual_database_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "x.db")))
+    store.open()
+    runs: list[int] = []
+
+    def body(conn: Connection) -> None:
+        runs.append(1)
+        _add_row(conn)
+        raise _write_conflict()
+
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="imgwatch.db.engine"),
+            pytest.raises(DatabaseUnavailable, match=r"writing rows failed: \(1213\) Dead"),
+        ):
+            store.transaction("writing rows", body)
+        assert store.count_rows() == 0
+    finally:
+        store.close()
+    assert len(runs) == CONFLICT_ATTEMPTS
+    assert len(_warned(caplog)) == CONFLICT_ATTEMPTS - 1
+
+
+def test_other_errors_in_a_transaction_are_not_run_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "x.db")))
+    store.open()
+    runs: list[int] = []
+    lost = OperationalError(
+        "COMMIT", None, pymysql.err.OperationalError(2013, "Lost connection to server")
+    )
+
+    def body(_conn: Connection) -> None:
+        runs.append(1)
+        raise lost
+
+    def broken(_conn: Connection) -> None:
+        runs.append(1)
+        raise ValueError("a bug, not the database")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="imgwatch.db.engine"):
+            with pytest.raises(DatabaseUnavailable, match=r"\(2013\) Lost connection"):
+                store.transaction("writing rows", body)
+            with pytest.raises(ValueError, match="a bug"):
+                store.transaction("writing rows", broken)
+    finally:
+        store.close()
+    assert len(runs) == 2
+    assert _warned(caplog) == []
