@@ -16,7 +16,7 @@ from imgwatch.files import inspect as imaging
 from imgwatch.model import Status
 from tests.db.records import make_original_table
 from tests.imagefiles import write_image
-from tests.rows import row_of
+from tests.rows import file_states, row_of
 from tests.runner import mysql_env, run
 from tests.servers import HOSTILE_PASSWORD, MariaDB, free_port
 
@@ -31,7 +31,7 @@ def test_rescan_on_default_sqlite(tmp_path: Path, image_dir: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "rejected 'bad.gif': not an image: content looks like text" in result.stderr
     store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
-    assert sorted(store.file_states()) == ["a.jpg", "bad.gif", "sub/b.png"]
+    assert sorted(file_states(store)) == ["a.jpg", "bad.gif", "sub/b.png"]
     store.close()
     again = run("--rescan", "--image-dir", str(image_dir), cwd=tmp_path)
     assert again.stdout.startswith("rescan: 0 new, 0 changed, 3 unchanged")
@@ -94,7 +94,7 @@ def test_rescan_on_mariadb_with_hostile_password(
     assert result.stdout.startswith("rescan: 2 new")
     assert HOSTILE_PASSWORD not in result.stderr + result.stdout
     store = ImageStore(url)
-    assert sorted(store.file_states()) == ["a.jpg", "caf\u00e9 \U0001f600.png"]
+    assert sorted(file_states(store)) == ["a.jpg", "caf\u00e9 \U0001f600.png"]
     store.close()
 
 

@@ -34,6 +34,7 @@ from imgwatch.model import (
     utcnow,
 )
 from imgwatch.textdigest import TEXT_FIELDS
+from tests.rows import file_states
 
 
 def test_statuses_are_the_strings_stored_in_the_images_table(store: ImageStore) -> None:
@@ -75,7 +76,7 @@ def test_the_state_indices_pick_their_fields_from_a_row_s_file_state(
             )
         ]
     )
-    row = store.file_states()["a.jpg"]
+    row = file_states(store)["a.jpg"]
     row_id = store.lookup("a.jpg")
     assert row_id is not None
     assert row[0] == "a.jpg"

@@ -83,7 +83,7 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     compare with the rows: what the daemon would do first."""
     state = WalkState()
     rows_seen = NotingStore(store)  # reads rows whatever the schema's state
-    rows = RowMerge(rows_seen.file_states_in_order())
+    rows = RowMerge(rows_seen.file_state_pages())
     counts = {"new": 0, "changed": 0, "same": 0}
     unmatched: list[FoundFile] = []  # no row beside the walk: looked up by name, in batches
     for found in walk(root, ImageNameFilter(settings.extensions), state):

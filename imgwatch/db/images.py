@@ -49,13 +49,10 @@ def _states_query(absent: frozenset[str]) -> Any:
 class ImageRows(Database):
     """Reads and moves of rows by name; counts."""
 
-    def file_states(self) -> dict[str, FileState]:
-        """Every row as a FileState, by name (tests compare with it)."""
-        return {row[0]: row for row in self.file_states_in_order()}
-
-    def file_states_in_order(self, page: int | None = None) -> Iterator[FileState]:
-        """Every row as a FileState, in file_name order: what a reconcile needs to tell
-        unchanged, changed, new and gone files apart without reading them.
+    def file_state_pages(self, page: int | None = None) -> Iterator[list[FileState]]:
+        """Every row as a FileState, in file_name order, a page (a list) at a time:
+        what a reconcile needs to tell unchanged, changed, new and gone files apart
+        without reading them.
 
         Read a page at a time, each page one short query on the file_name index from
         where the last one ended: memory stays that of one page however many rows
@@ -78,7 +75,8 @@ class ImageRows(Database):
                     rows: list[FileState] = list(result.cursor.fetchall())
                 finally:
                     result.close()
-            yield from rows
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             after = rows[-1][0]

@@ -32,8 +32,8 @@ class NotingStore:
         self.purged: list[str] = []
         self.held: Condition | None = None  # deletions the guard would hold
 
-    def file_states_in_order(self) -> Iterator[FileState]:
-        return iter(()) if self._no_table else self.store.file_states_in_order()
+    def file_state_pages(self) -> Iterator[list[FileState]]:
+        return iter(()) if self._no_table else self.store.file_state_pages()
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
         # The reconcile looks up every file it would read: those with a row are changed.

@@ -18,32 +18,34 @@ from imgwatch.model import GONE, STATE, FileState
 
 
 class RowMerge:
-    """Takes rows from an iterator in file_name order as the walk asks for names."""
+    """Takes rows, a page at a time in file_name order, as the walk asks for names."""
 
-    def __init__(self, rows: Iterator[FileState]) -> None:
-        self._rows = rows
+    def __init__(self, pages: Iterator[list[FileState]]) -> None:
+        self._pages = pages
+        self._page: list[FileState] = []
+        self._at = 0  # the next row: self._page[self._at]
         # Rows the walk went past without finding their file: gone, or (when the two
         # orders differ) found later.
         self._passed: dict[str, FileState] = {}
         # Rows found by name after the merge had none for them, still to come.
         self._late: set[str] = set()
         self.live = 0  # rows read so far whose file was there when last seen
-        self._head = self._next()
 
     def take(self, name: str) -> FileState | None:
         """The row named `name`, or None if there is none (so far as the rows read
         tell: see the module's docstring)."""
-        head = self._head
+        page, at = self._page, self._at
         # A settled archive takes only this path: the next row is this file's.
-        if head is not None and head[0] == name:
-            self._head = self._next()
-            return head
+        if at < len(page) and page[at][0] == name:
+            self._at = at + 1
+            return page[at]
+        head = self._head()
         while head is not None and head[0] < name:
             self._pass(head)
-            head = self._next()
-        self._head = head
+            self._at += 1
+            head = self._head()
         if head is not None and head[0] == name:
-            self._head = self._next()
+            self._at += 1
             return head
         return self._passed.pop(name, None) if self._passed else None
 
@@ -56,21 +58,27 @@ class RowMerge:
         """The rows no file was found for: read to the end, so `live` is the table's."""
         passed, self._passed = self._passed, {}
         yield from passed.values()
-        while (row := self._head) is not None:
-            self._head = self._next()
+        while (row := self._head()) is not None:
+            self._at += 1
             if row[0] in self._late:
                 self._late.discard(row[0])
             else:
                 yield row
+
+    def _head(self) -> FileState | None:
+        """The next row, turning to the next page when this one is done; None at the end."""
+        if self._at < len(self._page):
+            return self._page[self._at]
+        for page in self._pages:
+            if page:
+                self._page, self._at = page, 0
+                self.live += sum(1 for row in page if row[STATE] != GONE)
+                return page[0]
+        self._page, self._at = [], 0
+        return None
 
     def _pass(self, row: FileState) -> None:
         if row[0] in self._late:
             self._late.discard(row[0])
         else:
             self._passed[row[0]] = row
-
-    def _next(self) -> FileState | None:
-        row = next(self._rows, None)
-        if row is not None and row[STATE] != GONE:
-            self.live += 1
-        return row

@@ -62,7 +62,7 @@ class Progress(Protocol):
 class Rows(GoneRows, Protocol):
     """What a reconcile reads and writes: the store, or a dry run's stand-in."""
 
-    def file_states_in_order(self) -> Iterator[FileState]: ...
+    def file_state_pages(self) -> Iterator[list[FileState]]: ...
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]: ...
 
@@ -130,35 +130,14 @@ class Reconciler:
         self._in_flight = self._writing = None  # nothing left over from a failed run
         # The rows, read beside the walk in the same order: each file's row is taken
         # as the walk finds it, so what is left at the end is what is gone.
-        rows = self._rows = RowMerge(self.store.file_states_in_order())
-        progress = self.progress
-        seen = 0
-        todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
+        rows = self._rows = RowMerge(self.store.file_state_pages())
         state = WalkState()
         try:
-            for found in walk(root, self.accept, state):
-                if cancel is not None and cancel.is_set():
-                    summary.interrupted = True
-                    break
-                file_name = found.file_name
-                name = file_name if is_plain(file_name) else row_name(file_name)
-                seen += 1
-                if progress is not None and not seen % _PROGRESS_EVERY:
-                    progress(seen, summary.read, summary.read_bytes)
-                row = rows.take(name)
-                # A settled archive takes only this path: nothing read, nothing kept.
-                if row is not None and unchanged(row, found):
-                    summary.unchanged += 1
-                    continue
-                todo.append((found, name, row is not None))
-                if len(todo) >= self.batch_size:
-                    self._record(todo, summary, cancel)
-            if not summary.interrupted:
-                self._record(todo, summary, cancel)
+            seen = self._compare(root, rows, state, summary, cancel)
             self._write_in_flight(summary)
             self._wait_for_writes()
-            if progress is not None:
-                progress(seen, summary.read, summary.read_bytes)
+            if self.progress is not None:
+                self.progress(seen, summary.read, summary.read_bytes)
         finally:
             if self._writer is not None:
                 self._writer.shutdown()
@@ -167,6 +146,49 @@ class Reconciler:
             self._settle_gone(root, rows, seen, state, summary)
         summary.elapsed = time.monotonic() - started
         return summary
+
+    def _compare(
+        self,
+        root: Path,
+        rows: RowMerge,
+        state: WalkState,
+        summary: ScanSummary,
+        cancel: threading.Event | None,
+    ) -> int:
+        """Walk the tree beside the rows, and read (in batches) what is new or changed;
+        how many files the walk found."""
+        progress = self.progress
+        seen = same = 0
+        take = rows.take
+        todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
+        # This loop runs once per file of the archive: what is not needed per file
+        # (the cancel flag, progress) is looked at every _PROGRESS_EVERY files.
+        for found in walk(root, self.accept, state):
+            seen += 1
+            if not seen % _PROGRESS_EVERY:
+                if cancel is not None and cancel.is_set():
+                    summary.interrupted = True
+                    break
+                if progress is not None:
+                    progress(seen, summary.read, summary.read_bytes)
+            file_name = found.file_name
+            name = file_name if is_plain(file_name) else row_name(file_name)
+            row = take(name)
+            # A settled archive takes only this path: nothing read, nothing kept.
+            if row is not None and unchanged(row, found):
+                same += 1
+                continue
+            todo.append((found, name, row is not None))
+            if len(todo) >= self.batch_size:
+                summary.unchanged += same
+                same = 0
+                self._record(todo, summary, cancel)
+                if summary.interrupted:
+                    break
+        summary.unchanged += same
+        if not summary.interrupted:
+            self._record(todo, summary, cancel)
+        return seen
 
     def _record(
         self,

@@ -18,14 +18,14 @@ from imgwatch.model import (
     Status,
 )
 from tests.db.records import record
-from tests.rows import all_rows, row_of
+from tests.rows import all_rows, file_states, row_of
 
 
 def test_mark_missing_keeps_row_and_url(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE images SET wp_url='https://wp/a.jpg' WHERE file_name='a.jpg'"))
-    assert store.mark_missing([store.file_states()["a.jpg"][STATE_ID]]) == 1
+    assert store.mark_missing([file_states(store)["a.jpg"][STATE_ID]]) == 1
     row = row_of(store, "a.jpg")
     assert row is not None
     assert (row["status"], row["wp_url"], row["sha256"]) == (
@@ -44,7 +44,7 @@ def test_rename_moves_the_row_unless_the_new_name_has_one(store: ImageStore) -> 
     assert store.lookup("a.jpg") is None
     assert not store.rename("b.jpg", "c.jpg")  # c.jpg has its own row
     assert not store.rename("nothing.jpg", "x.jpg")
-    assert set(store.file_states()) == {"sub/a.jpg", "b.jpg", "c.jpg"}
+    assert set(file_states(store)) == {"sub/a.jpg", "b.jpg", "c.jpg"}
 
 
 def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None:
@@ -57,7 +57,7 @@ def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None
     ]
     moved, stuck = store.rename_prefix("50%_off/", "new/")
     assert (moved, stuck) == (1, ["50%_off/a.jpg"])  # new/a.jpg was taken
-    assert set(store.file_states()) == {
+    assert set(file_states(store)) == {
         "50%_off/a.jpg",
         "new/deep/b.jpg",
         "50xyoff/c.jpg",
@@ -68,7 +68,7 @@ def test_directory_rename_and_like_wildcards_in_names(store: ImageStore) -> None
 
 def test_mark_missing_by_name_spares_a_row_renamed_meanwhile(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
-    known = store.file_states()
+    known = file_states(store)
     store.rename("a.jpg", "moved.jpg")  # a move lands while a scan runs
     ids = [known["a.jpg"][STATE_ID], known["b.jpg"][STATE_ID]]
     assert store.mark_missing(ids, names=["a.jpg", "b.jpg"]) == 1
@@ -78,8 +78,8 @@ def test_mark_missing_by_name_spares_a_row_renamed_meanwhile(store: ImageStore) 
 
 def test_forget_removes_rows(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg")])
-    assert store.forget([store.file_states()["a.jpg"][STATE_ID]]) == 1
-    assert set(store.file_states()) == {"b.jpg"}
+    assert store.forget([file_states(store)["a.jpg"][STATE_ID]]) == 1
+    assert set(file_states(store)) == {"b.jpg"}
 
 
 def test_file_states_give_each_row_its_facts_and_state(store: ImageStore) -> None:
@@ -91,7 +91,7 @@ def test_file_states_give_each_row_its_facts_and_state(store: ImageStore) -> Non
             record("gone.jpg", status=Status.MISSING),
         ]
     )
-    states = store.file_states()
+    states = file_states(store)
     ids = {r["file_name"]: r["id"] for r in all_rows(store)}
     assert states == {
         "read.jpg": ("read.jpg", 5, 6, FACTS_READ, ids["read.jpg"], 7),
@@ -112,10 +112,12 @@ def test_file_states_give_each_row_its_facts_and_state(store: ImageStore) -> Non
 def test_file_states_come_in_name_order_a_page_at_a_time(store: ImageStore, page: int) -> None:
     names = ["b.jpg", "B.jpg", "a/z.jpg", "a.jpg", "caf\u00e9.jpg", "\U0001f600.png"]
     store.upsert([record(n) for n in names])
-    in_order = list(store.file_states_in_order(page))
+    pages = list(store.file_state_pages(page))
+    assert all(0 < len(p) <= page for p in pages)
+    in_order = [s for p in pages for s in p]
     assert [s[0] for s in in_order] == sorted(names)  # code point order, case-exact
-    assert in_order == sorted(store.file_states().values())
-    assert list(store.file_states_in_order(page)) == in_order
+    assert in_order == sorted(file_states(store).values())
+    assert list(store.file_state_pages(page)) == pages
 
 
 def test_names_of_ids(store: ImageStore) -> None:
@@ -165,7 +167,7 @@ def test_a_directory_differing_only_in_case_is_another_directory(store: ImageSto
     store.upsert([record("d/a.jpg"), record("D/x.jpg")])
     assert [n for n, _ in store.rows_under("d/")] == ["d/a.jpg"]
     assert store.rename_prefix("d/", "new/") == (1, [])
-    assert set(store.file_states()) == {"new/a.jpg", "D/x.jpg"}
+    assert set(file_states(store)) == {"new/a.jpg", "D/x.jpg"}
 
 
 def test_a_directory_move_leaves_names_that_would_be_too_long(store: ImageStore) -> None:
@@ -173,7 +175,7 @@ def test_a_directory_move_leaves_names_that_would_be_too_long(store: ImageStore)
     store.upsert([record("d/" + long_tail), record("d/short.jpg")])
     moved, stuck = store.rename_prefix("d/", "longer/")
     assert (moved, stuck) == (1, ["d/" + long_tail])
-    assert set(store.file_states()) == {"d/" + long_tail, "longer/short.jpg"}
+    assert set(file_states(store)) == {"d/" + long_tail, "longer/short.jpg"}
     assert store.rename_prefix("none/", "other/") == (0, [])
 
 
@@ -197,7 +199,7 @@ def test_many_ids_at_once_are_marked_missing_and_forgotten(store: ImageStore) ->
     assert store.mark_missing(ids[:-3], names=names[:-3]) == count - 3
     assert store.counts_by_status() == {Status.MISSING: count - 3, Status.DONE: 3}
     assert store.forget(ids[1:]) == count - 1
-    assert list(store.file_states()) == [names[0]]
+    assert list(file_states(store)) == [names[0]]
     assert store.forget([]) == 0
 
 

@@ -11,7 +11,7 @@ from imgwatch.db.store import ImageStore
 from imgwatch.errors import ConfigError
 from imgwatch.model import STATE, TO_READ, KnownFile, Status
 from tests.db.records import ORIGINAL_ROWS, make_original_table, record
-from tests.rows import all_rows
+from tests.rows import all_rows, file_states
 from tests.servers import MariaDB
 
 
@@ -25,7 +25,7 @@ def test_creates_table_with_all_columns(store: ImageStore) -> None:
 def test_file_names_are_case_and_unicode_exact(store: ImageStore) -> None:
     names = ["a.jpg", "A.JPG", "caf\u00e9.jpg", "cafe\u0301.jpg", "\U0001f600 smile.png"]
     store.upsert([record(n) for n in names])
-    assert sorted(store.file_states()) == sorted(names)
+    assert sorted(file_states(store)) == sorted(names)
 
 
 def test_adopts_original_table_without_touching_rows(db_url: URL) -> None:
@@ -142,7 +142,7 @@ def test_columns_an_unadopted_table_lacks_read_as_adopting_would_fill_them(db_ur
             wp_media_id=None,
             sidecar_mtime_ns=None,
         )
-        assert {s[STATE] for s in store.file_states().values()} == {TO_READ}
+        assert {s[STATE] for s in file_states(store).values()} == {TO_READ}
         assert [n for n, _ in store.rows_under("b")] == ["b.png"]
     finally:
         store.close()

@@ -10,7 +10,7 @@ from imgwatch.db.store import ImageStore
 from imgwatch.model import STATE_ID, Condition, ConditionKind, Status, utcnow
 from imgwatch.reconcile.deletions import GoneRow
 from tests.db.records import make_original_table, record
-from tests.rows import all_rows
+from tests.rows import all_rows, file_states
 
 
 def held(rows: int) -> Condition:
@@ -24,8 +24,8 @@ def test_reads_pass_through_to_the_database(store: ImageStore) -> None:
     store.confirm_held_deletions()
     noting = NotingStore(store)
     assert noting.images_ready
-    assert list(noting.file_states_in_order()) == list(store.file_states_in_order())
-    assert [s[0] for s in noting.file_states_in_order()] == ["a.jpg", "d/b.jpg"]
+    assert list(noting.file_state_pages()) == list(store.file_state_pages())
+    assert [s[0] for page in noting.file_state_pages() for s in page] == ["a.jpg", "d/b.jpg"]
     assert noting.lookup_many(["a.jpg", "x.jpg"]) == store.lookup_many(["a.jpg"])
     assert noting.known == {"a.jpg"}  # looked up, and has a row
     # An operator's confirmation counts: it is read, not assumed.
@@ -37,7 +37,7 @@ def test_writes_are_noted_and_change_nothing(store: ImageStore) -> None:
     store.upsert([record("a.jpg"), record("b.jpg"), record("c.jpg")])
     before = all_rows(store)
     noting = NotingStore(store)
-    ids = {name: state[STATE_ID] for name, state in store.file_states().items()}
+    ids = {name: state[STATE_ID] for name, state in file_states(store).items()}
     new = [record("new.jpg"), record("a.jpg", size_bytes=99)]
     noting.write_prepared(noting.prepare_upsert(new))
     assert noting.mark_missing([ids["a.jpg"]], names=["a.jpg"]) == 1
@@ -62,7 +62,7 @@ def test_a_database_without_tables_reads_as_empty_and_gets_none(db_url: URL) -> 
     try:
         noting = NotingStore(store)
         assert not noting.images_ready
-        assert list(noting.file_states_in_order()) == []
+        assert list(noting.file_state_pages()) == []
         assert noting.lookup_many(["a.jpg"]) == {} and noting.known == set()
         assert noting.conditions() == []
         noting.write_prepared(noting.prepare_upsert([record("a.jpg")]))
@@ -80,7 +80,7 @@ def test_an_unadopted_table_is_read_but_not_ready_for_uploads(db_url: URL) -> No
     try:
         noting = NotingStore(store)
         assert not noting.images_ready  # its uploads due are not asked for
-        assert [s[0] for s in noting.file_states_in_order()] == ["a.jpg", "b.png"]
+        assert [s[0] for page in noting.file_state_pages() for s in page] == ["a.jpg", "b.png"]
         assert noting.lookup_many(["a.jpg"])["a.jpg"].wp_url == "https://x/a.jpg"
         assert noting.conditions() == []  # no conditions table yet
         assert inspect(store.engine).get_table_names() == ["images"]

@@ -16,7 +16,7 @@ from imgwatch.db.schema import images
 from imgwatch.db.store import ImageStore
 from imgwatch.model import STATE_ID, ImageRecord, Status, utcnow
 from tests.db.records import record
-from tests.rows import all_rows, row_of
+from tests.rows import all_rows, file_states, row_of
 from tests.servers import MariaDB
 
 # Titles and names that quoting must carry through unchanged (file names on Linux
@@ -71,7 +71,7 @@ def test_recording_the_same_content_again_keeps_upload_progress(store: ImageStor
     store.upsert(
         [record("up.jpg", status=Status.PENDING), record("done.jpg", status=Status.PENDING)]
     )
-    rows = store.file_states()
+    rows = file_states(store)
     up = UploadJob(rows["up.jpg"][STATE_ID], "up.jpg", "0" * 64, "image/jpeg", None, None, None, 0)
     assert store.mark_uploading(up, "host-a:1", lease=600)
     done = UploadJob(
@@ -231,7 +231,7 @@ def test_a_batch_too_long_for_one_statement(store: ImageStore) -> None:
     names = [f"{i:04d}-" + "\u00e9" * 240 + ".jpg" for i in range(1500)]
     store.upsert([record(n, title="\U0001f600" * 250) for n in names])
     assert store.counts_by_status() == {Status.DONE: 1500}
-    assert sorted(store.file_states()) == sorted(names)
+    assert sorted(file_states(store)) == sorted(names)
 
 
 def test_a_record_survives_pickling_with_every_field() -> None:
@@ -287,7 +287,7 @@ def test_prepared_rows_are_written_only_by_write_prepared(store: ImageStore) -> 
     assert bool(prepared.texts) == (store.dialect != "sqlite")
     assert store.count_rows() == 1
     store.write_prepared(prepared)
-    assert sorted(store.file_states()) == ["0.jpg", "1.jpg", "2.jpg", "first.jpg"]
+    assert sorted(file_states(store)) == ["0.jpg", "1.jpg", "2.jpg", "first.jpg"]
     store.write_prepared(store.prepare_upsert([]))  # nothing to write: no transaction
     assert store.count_rows() == 4
 

@@ -32,6 +32,7 @@ from imgwatch.model import (
     Status,
 )
 from tests.imagefiles import write_image
+from tests.rows import file_states
 
 HASH = "0" * 64
 
@@ -42,7 +43,7 @@ def test_the_database_and_python_give_each_row_the_same_state(store: ImageStore)
     with store.engine.begin() as conn:
         for i, (status, sha) in enumerate(cases):
             conn.execute(insert(images).values(file_name=f"{i}.jpg", status=status, sha256=sha))
-    states = store.file_states()
+    states = file_states(store)
     for i, (status, sha) in enumerate(cases):
         assert states[f"{i}.jpg"][STATE] == row_state(status, sha), (status, sha)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,16 @@ def state(name: str, row_id: int, status: int = TO_READ) -> FileState:
     return (name, 1, 1, status, row_id, None)
 
 
+def pages(rows: list[FileState], size: int = 2) -> Iterator[list[FileState]]:
+    """rows in pages of `size`, as the store reads them, with an empty page too."""
+    yield []
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
 def test_rows_in_the_walks_order_are_matched_one_by_one() -> None:
     rows = [state(n, i) for i, n in enumerate(sorted(["a", "b", "c", "d"]))]
-    merge = RowMerge(iter(rows))
+    merge = RowMerge(pages(rows))
     assert merge.take("a") == rows[0]
     assert merge.take("aa") is None  # new: no row
     assert merge.take("c") == rows[2]  # b passed: gone unless found later
@@ -65,7 +73,7 @@ def test_rows_in_the_walks_order_are_matched_one_by_one() -> None:
 def test_rows_out_of_the_walks_order_are_still_matched() -> None:
     # As a case-insensitive collation orders them: 'a' before 'B', unlike the walk.
     rows = [state("a.jpg", 1), state("B.jpg", 2), state("c.jpg", 3)]
-    merge = RowMerge(iter(rows))
+    merge = RowMerge(pages(rows))
     assert merge.take("B.jpg") is None  # its row comes after 'a.jpg' ...
     merge.found_late("B.jpg")  # ... so the reconcile looked it up by name
     assert merge.take("a.jpg") == rows[0]
@@ -76,7 +84,7 @@ def test_rows_out_of_the_walks_order_are_still_matched() -> None:
 
 def test_a_row_passed_by_the_walk_is_found_when_its_file_comes_later() -> None:
     rows = [state("b", 1), state("a", 2), state("c", 3)]
-    merge = RowMerge(iter(rows))
+    merge = RowMerge(pages(rows))
     assert merge.take("c") == rows[2]  # b and a are passed
     assert merge.take("a") == rows[1]
     assert [r[0] for r in merge.rest()] == ["b"]
@@ -84,7 +92,7 @@ def test_a_row_passed_by_the_walk_is_found_when_its_file_comes_later() -> None:
 
 def test_live_counts_rows_whose_file_was_there() -> None:
     rows = [state("a", 1), state("b", 2, GONE), state("c", 3)]
-    merge = RowMerge(iter(rows))
+    merge = RowMerge(pages(rows))
     assert merge.take("zz") is None
     assert sorted(r[0] for r in merge.rest()) == ["a", "b", "c"]
     assert merge.live == 2
@@ -99,7 +107,7 @@ def test_random_trees_in_any_order_match_exactly() -> None:
         order = list(rows)
         if shuffled:
             rng.shuffle(order)
-        merge = RowMerge(iter(state(n, i) for i, n in enumerate(order)))
+        merge = RowMerge(pages([state(n, i) for i, n in enumerate(order)], 7))
         found = set()
         for name in files:
             if merge.take(name) is not None:
@@ -144,7 +152,7 @@ def test_pages_of_rows_come_in_order_and_whole(store: ImageStore, small_pages: N
                 text("INSERT INTO images (file_name, status) VALUES (:n, 'pending')"),
                 {"n": name},
             )
-    names = [row[0] for row in store.file_states_in_order()]
+    names = [row[0] for page in store.file_state_pages() for row in page]
     assert sorted(names) == sorted(AWKWARD)
     assert len(names) == len(set(names))
 
