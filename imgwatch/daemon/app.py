@@ -40,6 +40,7 @@ from imgwatch.files.walk import check_image_dir
 from imgwatch.model import ImageRecord, Status
 from imgwatch.pipeline import deletions, media_client, preflight, reconciler, uploader
 from imgwatch.reconcile.deletions import GoneRow, HoldState
+from imgwatch.reconcile.readers import burst_readers
 from imgwatch.wordpress.claims import take_over
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Daemon:
             retouch=lambda key: self.router.recheck(key),
             threads=settings.workers,
             outage=self.outage,
+            readers=burst_readers(settings.workers, settings.log_level),
         )
         self.router = Router(
             root=self.root,

@@ -1,4 +1,10 @@
-"""The file workers: threads that read a settled path and hand the Writer its row."""
+"""The file workers: threads that read a settled path and hand the Writer its row.
+
+A burst (many paths settled at once) is read in processes instead (the same
+reading processes a rescan uses, started from a fork server on the first
+burst): reading a small image is Python work, which threads do not spread over
+cores. One file at a time stays in the thread: no process hop for it.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,26 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from imgwatch.daemon.stages import Outage, StageThreads, take_batch
 from imgwatch.daemon.writer import Gone, Upsert, Writer
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import DatabaseUnavailable
-from imgwatch.files.decide import examine
+from imgwatch.files.decide import Outcome, examine
 from imgwatch.files.names import row_name
 from imgwatch.files.record import FileProcessor
 from imgwatch.files.walk import find_one
 from imgwatch.model import ImageRecord, KnownFile, Status
+from imgwatch.reconcile.readers import ProcessReaders
 
 log = logging.getLogger(__name__)
 
 LOOKUP_BATCH = 64  # settled paths whose rows one query looks up
+# A batch at least this large is read in the reading processes, when there are any.
+BURST_MIN = 16
+QUEUED_PER_THREAD = 256  # settled paths waiting for a worker, per worker thread
 
 
 class FileWorkers(StageThreads[str]):
@@ -38,9 +49,12 @@ class FileWorkers(StageThreads[str]):
         retouch: Callable[[str], None],
         threads: int,
         outage: Outage | None = None,
+        readers: ProcessReaders | None = None,
     ) -> None:
-        # Small on purpose: the debouncer holds the backlog, this only keeps threads fed.
-        super().__init__("file", threads, threads * 32, store=store, outage=outage)
+        # The debouncer holds the backlog, this only keeps the threads fed: enough for
+        # the time the main loop waits while the workers are full (routing's
+        # BUSY_WAIT) at the rate of a burst read in processes.
+        super().__init__("file", threads, threads * QUEUED_PER_THREAD, store=store, outage=outage)
         self.root = root
         self.processor = processor
         self.uploads = uploads
@@ -49,6 +63,7 @@ class FileWorkers(StageThreads[str]):
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._reading: dict[str, float] = {}  # key -> when a worker started on it
+        self.readers = readers
 
     def stuck(self, limit: float) -> str | None:
         """A file some worker has been reading for longer than limit seconds (a hung
@@ -101,7 +116,10 @@ class FileWorkers(StageThreads[str]):
                 break
         if dropped:
             log.info("%d file(s) not yet read; they are picked up at the next start", dropped)
-        return self._join(deadline)
+        joined = self._join(deadline)
+        if self.readers is not None:
+            self.readers.close()
+        return joined
 
     def _run(self) -> None:
         stopped = False
@@ -123,8 +141,48 @@ class FileWorkers(StageThreads[str]):
                 self.retouch(k)
             self.release(keys)
             return
+        if self.readers is not None and len(keys) >= BURST_MIN:
+            self._burst(keys, rows)
+            return
         for k in keys:
             self._one(k, rows.get(row_name(k)))
+
+    def _burst(self, keys: list[str], rows: dict[str, KnownFile]) -> None:
+        """A batch read in a reading process; in this thread if the processes fail."""
+        assert self.readers is not None
+        items = [(k, rows.get(row_name(k))) for k in keys]
+        now = time.monotonic()
+        with self._busy_lock:
+            self._reading.update(dict.fromkeys(keys, now))
+        try:
+            outcomes = self.readers.look_at(self.root, items, self.processor, self.uploads)
+            results = outcomes.result()
+        except BrokenProcessPool:
+            # A reading process died (the OOM killer, a crash in an image library).
+            log.warning("a reading process died; reading files in threads from now on")
+            self.readers.close()
+            self.readers = None
+            results = None
+        except Exception:
+            log.exception("internal error in a reading process; reading this batch here")
+            results = None
+        finally:
+            with self._busy_lock:
+                for k in keys:
+                    self._reading.pop(k, None)
+        if results is None:
+            for k, row in items:
+                self._one(k, row)
+            return
+        for k, outcome in zip(keys, results, strict=True):
+            handed_on = False
+            try:
+                handed_on = self._hand_on(k, outcome)
+            except Exception:
+                log.exception("internal error processing %r; the next reconcile retries it", k)
+            finally:
+                if not handed_on:
+                    self.release([k])
 
     def _one(self, key: str, row: KnownFile | None) -> None:
         handed_on = False
@@ -145,10 +203,14 @@ class FileWorkers(StageThreads[str]):
         Upsert for it went to the Writer. Keys are candidate names already (the
         daemon's _file_key filtered them)."""
         found = find_one(self.root, key)
-        if found is None:
+        outcome = None if found is None else examine(found, row, self.processor, self.uploads)
+        return self._hand_on(key, outcome)
+
+    def _hand_on(self, key: str, outcome: Outcome | None) -> bool:
+        """What a look at key found, to the Writer; True if an Upsert went."""
+        if outcome is None:  # nothing there any more
             self.writer.put(Gone(key))
             return False
-        outcome = examine(found, row, self.processor, self.uploads)
         if not isinstance(outcome, ImageRecord):
             return False  # unchanged, or vanished while being read
         if outcome.status == Status.PENDING and outcome.sha256 is None:

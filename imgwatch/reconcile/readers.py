@@ -1,9 +1,11 @@
-"""Files read in worker processes, for a one-shot rescan with many files to read.
+"""Files read in worker processes, when many files are to be read at once.
 
 Reading a small image (open, header, hash) is Python work that holds the GIL, so
-threads do not spread it over cores; processes do. They are forked from the
-rescan before it starts any thread, and share nothing with it but the files
-and the records they send back. The daemon keeps its threads and does not fork.
+threads do not spread it over cores; processes do. A rescan forks them before it
+starts any thread. The daemon, which has threads, starts them from a fork server
+(a fresh process that forks the readers, so no thread's held lock is copied into
+them) when a burst of files arrives. Either way they share nothing with the
+process that uses them but the files and the records they send back.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from imgwatch.files.decide import Outcome, ToRead, examine
 from imgwatch.files.record import FileProcessor
+from imgwatch.files.walk import find_one
+from imgwatch.logsetup import configure_logging
+from imgwatch.model import KnownFile
 
 log = logging.getLogger(__name__)
 
@@ -26,38 +32,90 @@ def _examine_all(processor: FileProcessor, uploads: bool, files: list[ToRead]) -
     return [examine(found, row, processor, uploads) for found, row in files]
 
 
+def _look_at_all(
+    root: Path, processor: FileProcessor, uploads: bool, keys: list[tuple[str, KnownFile | None]]
+) -> list[Outcome | None]:
+    """What each settled path means for its row (None: nothing is there any more)."""
+    outcomes: list[Outcome | None] = []
+    for key, row in keys:
+        found = find_one(root, key)
+        outcomes.append(None if found is None else examine(found, row, processor, uploads))
+    return outcomes
+
+
 class ProcessReaders:
     """A pool of forked processes that turn found files into outcomes, in chunks."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, *, fork_server: str | None = None) -> None:
         self.processes = processes
+        # Forked straight from this process (a rescan, single-threaded, whose logging
+        # the copies inherit), or from a fork server (the daemon, which has threads):
+        # then fork_server is the log level the readers set up their logging with, so
+        # their lines (`recorded …`) go where the daemon's go.
+        self.fork_server = fork_server
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def available(self) -> bool:
-        """Whether the processes can be used: they are started (forked) on first use,
-        and only from a process with one thread (a fork copies no other thread, and
-        whatever locks they held would stay held in the copy)."""
-        return self._pool is not None or threading.active_count() == 1
+        """Whether the processes can be used: they are started on first use; forked
+        from this process only while it has one thread (a fork copies no other thread,
+        and whatever locks they held would stay held in the copy)."""
+        return bool(self.fork_server) or self._pool is not None or threading.active_count() == 1
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                if self.fork_server:
+                    server = multiprocessing.get_context("forkserver")
+                    # Imported once in the server, not in every reader it forks.
+                    server.set_forkserver_preload(["imgwatch.reconcile.readers"])
+                    self._pool = ProcessPoolExecutor(
+                        self.processes,
+                        mp_context=server,
+                        initializer=configure_logging,
+                        initargs=(self.fork_server,),
+                    )
+                else:
+                    # All processes are forked now, before the pool starts its own thread.
+                    context = multiprocessing.get_context("fork")
+                    self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+                log.info("reading files in %d processes", self.processes)
+            return self._pool
 
     def submit(
         self, files: list[ToRead], processor: FileProcessor, uploads: bool
     ) -> list[Future[list[Outcome]]]:
-        if self._pool is None:
-            # All processes are forked now, before the pool starts its own thread.
-            context = multiprocessing.get_context("fork")
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
-            log.info("reading files in %d processes", self.processes)
+        pool = self._started()
         # A few chunks per process: large enough that sending them costs little,
         # small enough that the processes finish together.
         size = max(16, -(-len(files) // (4 * self.processes)))
         return [
-            self._pool.submit(_examine_all, processor, uploads, files[i : i + size])
+            pool.submit(_examine_all, processor, uploads, files[i : i + size])
             for i in range(0, len(files), size)
         ]
 
+    def look_at(
+        self,
+        root: Path,
+        keys: list[tuple[str, KnownFile | None]],
+        processor: FileProcessor,
+        uploads: bool,
+    ) -> Future[list[Outcome | None]]:
+        """The daemon's settled paths (with their rows), looked at in one process."""
+        return self._started().submit(_look_at_all, root, processor, uploads, keys)
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        """Stop the processes without waiting: by now what was asked of them is done,
+        or is stuck (a hung network mount), and a stop must not wait on that."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list((pool._processes or {}).values())  # the executor keeps no other handle
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
 
     def __enter__(self) -> Self:
         return self
@@ -72,3 +130,11 @@ def reader_processes(workers: int) -> int:
     """How many reading processes a rescan uses: the file workers setting, at most
     one per core; 1 means reading in the rescan's own process."""
     return max(1, min(workers, os.cpu_count() or 1))
+
+
+def burst_readers(workers: int, log_level: str) -> ProcessReaders | None:
+    """The daemon's reading processes for bursts (reader_processes of them, started
+    from a fork server on the first burst); None where there is one core or one
+    worker: then every file is read in the daemon's threads."""
+    processes = reader_processes(workers)
+    return ProcessReaders(processes, fork_server=log_level) if processes > 1 else None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from imgwatch.daemon.readers import FileWorkers
+from imgwatch.daemon.readers import BURST_MIN, QUEUED_PER_THREAD, FileWorkers
 from imgwatch.daemon.stages import Outage, Stats
 from imgwatch.daemon.writer import Gone, Op, Upsert, Writer
 from imgwatch.db.store import ImageStore
@@ -20,6 +20,7 @@ from imgwatch.files.record import FileProcessor
 from imgwatch.files.walk import check_image_dir
 from imgwatch.model import Status
 from imgwatch.pipeline import deletions
+from imgwatch.reconcile.readers import ProcessReaders
 from tests.daemon.helpers import record_of, settings_for
 from tests.daemonproc import wait_for
 from tests.imagefiles import sha256_of, write_image
@@ -32,7 +33,14 @@ class Reading:
     them; the writer's queue is kept small so that a test can fill it."""
 
     def __init__(
-        self, store: ImageStore, image_dir: Path, db: URL, *, uploads: bool, threads: int
+        self,
+        store: ImageStore,
+        image_dir: Path,
+        db: URL,
+        *,
+        uploads: bool,
+        threads: int,
+        readers: ProcessReaders | None = None,
     ) -> None:
         settings = settings_for(image_dir, db, batch_size="1")
         self.root = check_image_dir(image_dir)
@@ -59,6 +67,7 @@ class Reading:
             retouch=self._retouch,
             threads=threads,
             outage=outage,
+            readers=readers,
         )
 
     def _retouch(self, key: str) -> None:
@@ -118,7 +127,7 @@ def test_a_claimed_path_is_not_queued_twice_and_a_full_queue_refuses(
     files.release(["b.jpg"])
     assert files.submit("b.jpg")
     room = files.room()
-    assert room == 32 - 2  # 32 a thread
+    assert room == QUEUED_PER_THREAD - 2
     for i in range(room):
         assert files.submit(f"{i}.jpg")
     assert files.room() == 0
@@ -192,3 +201,67 @@ def test_a_database_down_at_lookup_sends_the_paths_back_to_wait(
     finally:
         assert r.files.stop(time.monotonic() + 10)
         store.close()
+
+
+def test_a_burst_is_read_in_the_reading_processes(
+    store: ImageStore, db_url: URL, image_dir: Path
+) -> None:
+    readers = ProcessReaders(2, fork_server="INFO")
+    r = Reading(store, image_dir, db_url, uploads=True, threads=2, readers=readers)
+    names = [f"burst/{i:03d}.jpg" for i in range(3 * BURST_MIN)]
+    for name in names:
+        write_image(image_dir / name)
+    (image_dir / "burst" / "notes.jpg").write_text("not an image")
+    keys = [*names, "burst/notes.jpg", "burst/gone.jpg"]
+    # Queued before the threads start: they take them as batches, as in a burst.
+    assert all(r.files.submit(k) for k in keys)
+    r.writer.start()
+    r.files.start()
+    try:
+        wait_for(lambda: len(all_rows(store)) == len(names) + 1, 30, "the rows")
+        wait_for(lambda: not any(r.files.is_busy(k) for k in keys), 10, "the claims let go")
+        # Read in the processes (started on this first burst), which are still in use.
+        assert readers._pool is not None and r.files.readers is readers
+    finally:
+        deadline = time.monotonic() + 10
+        assert r.files.stop(deadline) and r.writer.stop(deadline)
+    assert readers._pool is None  # stopped with the workers
+    rows = {row["file_name"]: row for row in all_rows(store)}
+    for name in names:
+        assert rows[name]["status"] == Status.PENDING
+        assert rows[name]["sha256"] == sha256_of(image_dir / name)
+    assert rows["burst/notes.jpg"]["status"] == Status.REJECTED
+    assert "burst/gone.jpg" not in rows
+    # (That the processes' log lines reach the daemon's log is seen in the daemon's
+    # own: tests/reliability/test_bursts.py.)
+
+
+def test_a_reading_process_that_dies_leaves_the_burst_to_the_threads(
+    store: ImageStore, db_url: URL, image_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="imgwatch.daemon.readers")
+    readers = ProcessReaders(2, fork_server="WARNING")
+    r = Reading(store, image_dir, db_url, uploads=False, threads=1, readers=readers)
+    first = [f"a/{i:03d}.jpg" for i in range(BURST_MIN)]
+    then = [f"b/{i:03d}.jpg" for i in range(BURST_MIN)]
+    for name in first + then:
+        write_image(image_dir / name)
+    r.writer.start()
+    r.files.start()
+    try:
+        assert all(r.files.submit(k) for k in first)
+        wait_for(lambda: len(all_rows(store)) == len(first), 30, "the first burst's rows")
+        # The OOM killer, say: every reading process ends at once.
+        pool = readers._pool
+        assert pool is not None
+        for process in list(pool._processes.values()):
+            process.kill()
+        assert all(r.files.submit(k) for k in then)
+        wait_for(lambda: len(all_rows(store)) == len(first + then), 30, "the second's rows")
+    finally:
+        deadline = time.monotonic() + 10
+        assert r.files.stop(deadline) and r.writer.stop(deadline)
+    assert "a reading process died; reading files in threads from now on" in caplog.text
+    assert r.files.readers is None
+    done = {row["file_name"]: row["sha256"] for row in all_rows(store)}
+    assert all(done[n] == sha256_of(image_dir / n) for n in then)
