@@ -168,8 +168,8 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         le=64,
-        description="files read and hashed in parallel (daemon: threads; --rescan: processes,"
-        " at most one per core)",
+        description="files read and hashed in parallel (daemon: threads, and for a burst"
+        " processes, at most one per core; --rescan: processes, at most one per core)",
     )
     queue_size: int = Field(
         default=10_000,
