@@ -83,12 +83,15 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     compare with the rows: what the daemon would do first."""
     state = WalkState()
     rows_seen = NotingStore(store)  # reads rows whatever the schema's state
-    rows = RowMerge(rows_seen.file_state_pages())
+    rows = RowMerge(rows_seen.file_state_pages(), exact=rows_seen.names_in_code_point_order())
     counts = {"new": 0, "changed": 0, "same": 0}
     unmatched: list[FoundFile] = []  # no row beside the walk: looked up by name, in batches
     for found in walk(root, ImageNameFilter(settings.extensions), state):
-        row = rows.take(row_name(found.file_name))
-        if row is None:
+        name = row_name(found.file_name)
+        row = rows.take(name)
+        if row is None and rows.exact and name == found.file_name:
+            counts["new"] += 1
+        elif row is None:
             unmatched.append(found)
             if len(unmatched) >= _LOOKUP_BATCH:
                 _look_up(rows_seen, rows, unmatched, counts)

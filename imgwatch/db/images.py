@@ -81,6 +81,26 @@ class ImageRows(Database):
                 return
             after = rows[-1][0]
 
+    def names_in_code_point_order(self) -> bool:
+        """Whether the database orders file_name as the walk does, code point by code
+        point: SQLite's BINARY collation, MySQL's *_bin ones (imgwatch's own table is
+        utf8mb4_bin). Not so for a table adopted with a case-insensitive collation,
+        whose reconciles then look every file without a row up by name
+        (reconcile/merge.py)."""
+        with self.guard("reading the file_name collation"), self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                for index in conn.exec_driver_sql("PRAGMA index_list(images)").all():
+                    columns = conn.exec_driver_sql(f'PRAGMA index_xinfo("{index[1]}")').all()
+                    keys = [c for c in columns if c[5]]  # key columns, not the rowid
+                    if len(keys) == 1 and keys[0][2] == "file_name":
+                        return str(keys[0][4]).upper() == "BINARY"
+                return False  # no unique index on it: its collation cannot be told
+            collation = conn.exec_driver_sql(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE "
+                "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'images' AND COLUMN_NAME = 'file_name'"
+            ).scalar()
+        return collation is None or str(collation).endswith("_bin")
+
     def names_of(self, ids: Sequence[int]) -> dict[int, str]:
         """file_name by id, for these ids."""
         c = images.c

@@ -35,6 +35,9 @@ class NotingStore:
     def file_state_pages(self) -> Iterator[list[FileState]]:
         return iter(()) if self._no_table else self.store.file_state_pages()
 
+    def names_in_code_point_order(self) -> bool:
+        return self._no_table or self.store.names_in_code_point_order()
+
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]:
         # The reconcile looks up every file it would read: those with a row are changed.
         rows = {} if self._no_table else self.store.lookup_many(file_names)

@@ -2,12 +2,13 @@
 in file_name order, so a reconcile holds one page of rows, never the whole table.
 
 The walk (files/walk.py) yields names in the order the database's file_name index
-keeps them. Where the two orders still differ (a MySQL column with a
-case-insensitive collation adopted from the original service, names with control
-characters under MySQL's padding rules, stand-in names of unstorable paths), the
-merge stays exact and only holds more: a row the walk has passed is kept aside
-until the end, and a file with no row matched is looked up before it is read
-(reconcile/reconciler.py).
+keeps them, so a file with no row beside it has none. Where the two orders may
+differ (a column with a case-insensitive collation adopted from the original
+service; names with control characters under MySQL's padding rules; stand-in
+names of unstorable paths), the merge stays exact and only holds more: a row the
+walk has passed is kept aside until the end, and a file with no row matched is
+looked up by name before it is read (reconcile/reconciler.py, `exact`). Rows that
+come out of the walk's order also make the merge inexact from then on.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from imgwatch.model import GONE, STATE, FileState
 class RowMerge:
     """Takes rows, a page at a time in file_name order, as the walk asks for names."""
 
-    def __init__(self, pages: Iterator[list[FileState]]) -> None:
+    def __init__(self, pages: Iterator[list[FileState]], *, exact: bool = False) -> None:
         self._pages = pages
+        # Whether a file with no row beside it has none: the database orders names as
+        # the walk does (db/images.py: names_in_code_point_order), and so far the rows
+        # came in that order.
+        self.exact = exact
+        self._last = ""  # the name of the last row of the page before
         self._page: list[FileState] = []
         self._at = 0  # the next row: self._page[self._at]
         # Rows the walk went past without finding their file: gone, or (when the two
@@ -73,6 +79,9 @@ class RowMerge:
             if page:
                 self._page, self._at = page, 0
                 self.live += sum(1 for row in page if row[STATE] != GONE)
+                if self.exact and not _ascending(self._last, page):
+                    self.exact = False
+                self._last = page[-1][0]
                 return page[0]
         self._page, self._at = [], 0
         return None
@@ -82,3 +91,10 @@ class RowMerge:
             self._late.discard(row[0])
         else:
             self._passed[row[0]] = row
+
+
+def _ascending(last: str, page: list[FileState]) -> bool:
+    """Whether the page's names come in the walk's order, after `last`."""
+    names = [row[0] for row in page]
+    # Sorting what is sorted already is one pass in C; names are unique (the index).
+    return last < names[0] and names == sorted(names)

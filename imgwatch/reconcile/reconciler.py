@@ -64,6 +64,8 @@ class Rows(GoneRows, Protocol):
 
     def file_state_pages(self) -> Iterator[list[FileState]]: ...
 
+    def names_in_code_point_order(self) -> bool: ...
+
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]: ...
 
     def prepare_upsert(self, records: Sequence[ImageRecord]) -> PreparedRows: ...
@@ -130,7 +132,9 @@ class Reconciler:
         self._in_flight = self._writing = None  # nothing left over from a failed run
         # The rows, read beside the walk in the same order: each file's row is taken
         # as the walk finds it, so what is left at the end is what is gone.
-        rows = self._rows = RowMerge(self.store.file_state_pages())
+        rows = self._rows = RowMerge(
+            self.store.file_state_pages(), exact=self.store.names_in_code_point_order()
+        )
         state = WalkState()
         try:
             seen = self._compare(root, rows, state, summary, cancel)
@@ -206,9 +210,13 @@ class Reconciler:
                 mine = [t for t in todo if self._take(t[0].file_name, held)]
                 rows = self.store.lookup_many([t[1] for t in mine])
             else:
-                # New files too: where the walk's order and the database's differ, a
-                # file's row may come later than the file (reconcile/merge.py).
-                rows = self.store.lookup_many([t[1] for t in todo])
+                # Also a file with no row beside it, where the walk's order and the
+                # database's may differ, or its row name is a stand-in: its row may
+                # come later than the file (reconcile/merge.py).
+                exact = self._rows.exact
+                rows = self.store.lookup_many(
+                    [t[1] for t in todo if t[2] or not exact or t[1] != t[0].file_name]
+                )
             files = [(found, rows.get(name)) for found, name, _ in mine]
             for _, name, merged in mine:
                 if not merged and name in rows:

@@ -90,6 +90,21 @@ def test_a_row_passed_by_the_walk_is_found_when_its_file_comes_later() -> None:
     assert [r[0] for r in merge.rest()] == ["b"]
 
 
+def test_rows_out_of_order_make_the_merge_inexact() -> None:
+    ordered = RowMerge(pages([state("a", 1), state("b", 2), state("c", 3)]), exact=True)
+    assert ordered.take("c") is not None and list(ordered.rest())  # a, b passed
+    assert ordered.exact
+    # As a case-insensitive collation gives them: 'a' before 'B'. Seen only once B's
+    # page is read, after the walk asked for B: hence the collation is asked first.
+    rows = [state("a", 1), state("B", 2), state("c", 3)]
+    disordered = RowMerge(pages(rows, 1), exact=True)
+    assert disordered.take("B") is None and disordered.exact
+    assert disordered.take("a") is not None
+    assert disordered.take("c") is not None  # past B, which came after a
+    assert not disordered.exact
+    assert [r[0] for r in disordered.rest()] == ["B"]  # then looked up by name: found late
+
+
 def test_live_counts_rows_whose_file_was_there() -> None:
     rows = [state("a", 1), state("b", 2, GONE), state("c", 3)]
     merge = RowMerge(pages(rows))
@@ -143,6 +158,34 @@ def reconcile(store: ImageStore, image_dir: Path) -> ScanSummary:
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pages of three rows: every page boundary falls somewhere awkward.
     monkeypatch.setattr(images_module, "STATES_PAGE", 3)
+
+
+def test_imgwatchs_tables_order_names_as_the_walk(store: ImageStore) -> None:
+    assert store.names_in_code_point_order()
+
+
+def test_a_case_insensitive_column_is_told(tmp_path: Path, mariadb: MariaDB) -> None:
+    sqlite_url = URL.create("sqlite", database=str(tmp_path / "nocase.db"))
+    mysql_url = mariadb.create_database()
+    for url, ddl in (
+        (
+            sqlite_url,
+            "CREATE TABLE images (id INTEGER PRIMARY KEY, "
+            "file_name VARCHAR(255) NOT NULL UNIQUE COLLATE NOCASE, title VARCHAR(255), "
+            "description TEXT, wp_url VARCHAR(255))",
+        ),
+        (mysql_url, ORIGINAL_CI),
+    ):
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text(ddl))
+        engine.dispose()
+        store = ImageStore(url)
+        store.open()
+        try:
+            assert not store.names_in_code_point_order()
+        finally:
+            store.close()
 
 
 def test_pages_of_rows_come_in_order_and_whole(store: ImageStore, small_pages: None) -> None:
