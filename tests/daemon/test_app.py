@@ -306,7 +306,9 @@ def test_purge_policy_deletes_the_media_too(
     write_image(image_dir / "short-lived.jpg")
     write_image(image_dir / "stays.jpg")  # a tree left empty would be held (the guard)
     with start(tmp_path, image_dir, db, on_delete="purge", **wp_settings(site)) as daemon:
-        row = wait_rows(db, lambda r: bool(r.get("short-lived.jpg", {}).get("wp_url")))[
+        # Both uploaded before counting: an upload of stays.jpg after the count would
+        # make up for the purge, and the count would never drop.
+        row = wait_rows(db, lambda r: len(r) == 2 and all(x.get("wp_url") for x in r.values()))[
             "short-lived.jpg"
         ]
         count = site.media_count()
