@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from tests.servers import HOSTILE_PASSWORD, MariaDB, ServerUnavailable, free_port
+from tests.servers import HOSTILE_PASSWORD, MariaDB, ServerUnavailable, free_ports
 
 PROVIDER = Path("/usr/lib/galera/libgalera_smm.so")
 NODES = 3
@@ -31,12 +31,12 @@ class GaleraNode(MariaDB):
 
     run_as = "mysql"
 
-    def __init__(self, base: Path, number: int) -> None:
+    def __init__(self, base: Path, number: int, ports: list[int]) -> None:
         super().__init__(base)
         self.number = number
-        self.gcomm_port = free_port()
-        self.ist_port = free_port()
-        self.sst_port = free_port()
+        # The client port, the group's, incremental and full state transfer: four
+        # distinct ports, none another node's (the cluster takes them all at once).
+        self.port, self.gcomm_port, self.ist_port, self.sst_port = ports
         self.members = ""  # gcomm://… of every node, set by the cluster
         # Only the first start of the first node founds the cluster; any later start
         # (a restart after a kill) joins the cluster that is there.
@@ -119,7 +119,11 @@ class GaleraCluster:
         # Under /tmp, whose parents everyone may enter; removed by stop().
         self.base = Path(tempfile.mkdtemp(prefix="imgwatch-galera-", dir="/tmp"))
         self.base.chmod(0o755)
-        self.nodes = [GaleraNode(self.base / f"node{n}", n) for n in range(1, NODES + 1)]
+        ports = free_ports(4 * NODES)
+        self.nodes = [
+            GaleraNode(self.base / f"node{n}", n, ports[4 * (n - 1) : 4 * n])
+            for n in range(1, NODES + 1)
+        ]
         members = ",".join(f"127.0.0.1:{node.gcomm_port}" for node in self.nodes)
         for node in self.nodes:
             node.members = f"gcomm://{members}"

@@ -32,10 +32,26 @@ class ServerUnavailable(Exception):
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """count distinct free ports, bound all at once: one at a time, the kernel may
+    hand out a port just closed again (a Galera node once got its SST port equal to
+    its group port)."""
+    sockets: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            ports.append(port)
+        return ports
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _find(binary: str) -> str:
@@ -66,7 +82,8 @@ class MariaDB:
         self._mariadbd = _find("mariadbd")
         self.base.mkdir(parents=True, exist_ok=True)
         self.install()
-        self.port = free_port()
+        if not self.port:  # a node of a cluster has its ports already
+            self.port = free_port()
         self._launch()
 
     def _user(self) -> list[str]:
