@@ -89,7 +89,7 @@ def _check_tree_and_plan(settings: Settings, root: Path, store: ImageStore) -> N
     for found in walk(root, ImageNameFilter(settings.extensions), state):
         name = row_name(found.file_name)
         row = rows.take(name)
-        if row is None and rows.exact and name == found.file_name:
+        if row is None and not rows.may_have_row(name, found.file_name):
             counts["new"] += 1
         elif row is None:
             unmatched.append(found)
@@ -194,7 +194,6 @@ def _look_up(
 
 
 def _compare(row: FileState, found: FoundFile) -> str:
-    """What the startup reconcile would make of a file with a row."""
-    if row[STATE] != GONE and unchanged(row, found):
-        return "same"
-    return "changed"
+    """What the startup reconcile would make of a file with a row (a missing row's
+    file is never unchanged: files/decide.py)."""
+    return "same" if unchanged(row, found) else "changed"

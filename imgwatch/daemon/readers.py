@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
 
 from imgwatch.daemon.stages import Outage, StageThreads, take_batch
@@ -175,27 +176,27 @@ class FileWorkers(StageThreads[str]):
                 self._one(k, row)
             return
         for k, outcome in zip(keys, results, strict=True):
-            handed_on = False
-            try:
-                handed_on = self._hand_on(k, outcome)
-            except Exception:
-                log.exception("internal error processing %r; the next reconcile retries it", k)
-            finally:
-                if not handed_on:
-                    self.release([k])
+            self._settle(k, partial(self._hand_on, k, outcome))
 
     def _one(self, key: str, row: KnownFile | None) -> None:
-        handed_on = False
         with self._busy_lock:
             self._reading[key] = time.monotonic()
         try:
-            handed_on = self.process(key, row)
-        except Exception:
-            log.exception("internal error processing %r; the next reconcile retries it", key)
+            self._settle(key, partial(self.process, key, row))
         finally:
             with self._busy_lock:
                 self._reading.pop(key, None)
-            if not handed_on:  # else the Writer releases it once the row is committed
+
+    def _settle(self, key: str, work: Callable[[], bool]) -> None:
+        """work() for key, which says whether an Upsert went to the Writer; key is let
+        go here unless it did (the Writer lets it go once the row is committed)."""
+        handed_on = False
+        try:
+            handed_on = work()
+        except Exception:
+            log.exception("internal error processing %r; the next reconcile retries it", key)
+        finally:
+            if not handed_on:
                 self.release([key])
 
     def process(self, key: str, row: KnownFile | None) -> bool:

@@ -55,6 +55,12 @@ class RowMerge:
             return head
         return self._passed.pop(name, None) if self._passed else None
 
+    def may_have_row(self, name: str, file_name: str) -> bool:
+        """Whether a file the merge found no row for may have one all the same, to be
+        looked up by name: where the orders may differ, or its row name (`name`) is
+        a stand-in for its path (`file_name`), whose row sorts elsewhere."""
+        return not self.exact or name != file_name
+
     def found_late(self, name: str) -> None:
         """The walk's file `name` has a row after all (looked up by name): it is not gone."""
         if self._passed.pop(name, None) is None:

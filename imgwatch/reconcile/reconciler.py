@@ -210,12 +210,11 @@ class Reconciler:
                 mine = [t for t in todo if self._take(t[0].file_name, held)]
                 rows = self.store.lookup_many([t[1] for t in mine])
             else:
-                # Also a file with no row beside it, where the walk's order and the
-                # database's may differ, or its row name is a stand-in: its row may
-                # come later than the file (reconcile/merge.py).
-                exact = self._rows.exact
+                # Also a file with no row beside it that may have one all the same
+                # (reconcile/merge.py): its row may come later than the file.
+                merge = self._rows
                 rows = self.store.lookup_many(
-                    [t[1] for t in todo if t[2] or not exact or t[1] != t[0].file_name]
+                    [t[1] for t in todo if t[2] or merge.may_have_row(t[1], t[0].file_name)]
                 )
             files = [(found, rows.get(name)) for found, name, _ in mine]
             for _, name, merged in mine:
