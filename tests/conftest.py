@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 from sqlalchemy.engine import URL
@@ -23,16 +24,30 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def running_mariadb(prefix: str) -> Iterator[MariaDB]:
-    """A started throwaway MariaDB for a fixture to yield; stopped and removed after."""
-    server = MariaDB(Path(tempfile.mkdtemp(prefix=prefix)))
+class Server(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+def running(server: S, what: str) -> Iterator[S]:
+    """server started, for a fixture to yield; stopped after. Where it cannot start,
+    the test skips (fails under CI=true), saying `what` is not available."""
     try:
         server.start()
     except ServerUnavailable as exc:
         server.stop()
-        _unavailable(f"MariaDB is not available: {exc}")
+        _unavailable(f"{what} is not available: {exc}")
     yield server
     server.stop()
+
+
+def running_mariadb(prefix: str) -> Iterator[MariaDB]:
+    """A started throwaway MariaDB for a fixture to yield; stopped and removed after."""
+    return running(MariaDB(Path(tempfile.mkdtemp(prefix=prefix))), "MariaDB")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from imgwatch.files.walk import walk
 from imgwatch.model import GONE, TO_READ, FileState, ScanSummary, Status
 from imgwatch.reconcile.merge import RowMerge
 from imgwatch.reconcile.reconciler import Reconciler
+from tests.db.records import ORIGINAL_DDL
 from tests.imagefiles import write_image
 from tests.rows import all_rows
 from tests.servers import MariaDB
@@ -220,15 +221,7 @@ def test_reconciles_of_an_awkward_tree_read_each_file_once(
 
 # The original service's table as MySQL makes it without a collation: case-insensitive,
 # so its index orders 'a.jpg' before 'B.jpg', unlike the walk.
-ORIGINAL_CI = """
-CREATE TABLE images (
-    id INT AUTO_INCREMENT PRIMARY KEY,
-    file_name VARCHAR(255) NOT NULL UNIQUE,
-    title VARCHAR(255),
-    description TEXT,
-    wp_url VARCHAR(255)
-) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci
-"""
+ORIGINAL_CI = ORIGINAL_DDL.rstrip() + " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
 
 
 def test_a_case_insensitive_adopted_table_is_reconciled_exactly(

@@ -22,27 +22,20 @@ from sqlalchemy.engine import URL
 
 from imgwatch.db.store import ImageStore
 from imgwatch.model import Status
-from tests.conftest import _unavailable
+from tests.conftest import running
 from tests.daemon.test_http import get
 from tests.daemonproc import DaemonProcess, rows_by_name, start, wait_for, wait_rows, wp_settings
 from tests.db.records import record
 from tests.galera import GaleraCluster
 from tests.imagefiles import write_image
-from tests.servers import ServerUnavailable, WordPress, free_port
+from tests.servers import WordPress, free_port
 
 WAVE = 12  # files per wave
 
 
 @pytest.fixture(scope="module")
 def galera() -> Iterator[GaleraCluster]:
-    cluster = GaleraCluster()
-    try:
-        cluster.start()
-    except ServerUnavailable as exc:
-        cluster.stop()
-        _unavailable(f"a Galera cluster is not available: {exc}")
-    yield cluster
-    cluster.stop()
+    yield from running(GaleraCluster(), "a Galera cluster")
 
 
 def uploaded(names: set[str]) -> Any:
