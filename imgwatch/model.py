@@ -42,6 +42,10 @@ STATE_MTIME: Final = 2
 STATE: Final = 3
 STATE_ID: Final = 4
 STATE_SIDECAR: Final = 5
+
+# A part of the tree by name, (lo, hi): lo <= file_name < hi, None where unbounded.
+NameRange = tuple[str | None, str | None]
+
 # Row states (files/decide.py row_state): the file's facts were read, so size and
 # mtime (and the sidecar's) say whether it changed; it was read and is no image, so
 # its sidecar does not matter; it is still to be read (pending without a hash, a

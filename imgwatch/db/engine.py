@@ -102,6 +102,12 @@ class Database:
                 f"database {self.display_url} is unreachable: {reason}"
             ) from None
 
+    def release_connections(self) -> None:
+        """Close the idle pooled connections, before this process forks: a child must
+        not inherit one (two processes on one connection garble it), and opens its
+        own. This process opens new ones as it needs them."""
+        self.engine.dispose()
+
     def _adopt(self, changes: list[schema.SchemaChange]) -> None:
         """Add what an existing images table lacks.
 

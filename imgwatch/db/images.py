@@ -18,6 +18,7 @@ from imgwatch.model import (
     TO_READ,
     FileState,
     KnownFile,
+    NameRange,
     Status,
     utcnow,
 )
@@ -49,7 +50,9 @@ def _states_query(absent: frozenset[str]) -> Any:
 class ImageRows(Database):
     """Reads and moves of rows by name; counts."""
 
-    def file_state_pages(self, page: int | None = None) -> Iterator[list[FileState]]:
+    def file_state_pages(
+        self, page: int | None = None, names: NameRange = (None, None)
+    ) -> Iterator[list[FileState]]:
         """Every row as a FileState, in file_name order, a page (a list) at a time:
         what a reconcile needs to tell unchanged, changed, new and gone files apart
         without reading them.
@@ -59,9 +62,17 @@ class ImageRows(Database):
         there are, and no read stays open while the caller walks the disk (a long
         read would hold SQLite's writers back, and MySQL ends a result that is not
         read on for net_write_timeout).
+
+        With `names` (lo, hi), only the rows with lo <= file_name < hi, as the
+        database compares them (reconcile/parts.py).
         """
         page = page or STATES_PAGE
         query = _states_query(self.absent_columns)
+        lo, hi = names
+        if lo is not None:
+            query = query.where(images.c.file_name >= lo)
+        if hi is not None:
+            query = query.where(images.c.file_name < hi)
         after: str | None = None
         while True:
             paged = query.order_by(images.c.file_name).limit(page)

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from imgwatch.db.schema import conditions, images
 from imgwatch.db.store import ImageStore
 from imgwatch.db.upsert import PreparedRows
-from imgwatch.model import Condition, FileState, ImageRecord, KnownFile
+from imgwatch.model import Condition, FileState, ImageRecord, KnownFile, NameRange
 from imgwatch.reconcile.deletions import GoneRow
 
 
@@ -32,8 +32,13 @@ class NotingStore:
         self.purged: list[str] = []
         self.held: Condition | None = None  # deletions the guard would hold
 
-    def file_state_pages(self) -> Iterator[list[FileState]]:
-        return iter(()) if self._no_table else self.store.file_state_pages()
+    def file_state_pages(
+        self, page: int | None = None, names: NameRange = (None, None)
+    ) -> Iterator[list[FileState]]:
+        return iter(()) if self._no_table else self.store.file_state_pages(page, names)
+
+    def release_connections(self) -> None:
+        self.store.release_connections()
 
     def names_in_code_point_order(self) -> bool:
         return self._no_table or self.store.names_in_code_point_order()

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from imgwatch.errors import ConfigError
 from imgwatch.files.metadata import SIDECAR_SUFFIX, sidecar_mtime
 from imgwatch.files.names import TEMP_SUFFIXES, ImageNameFilter, is_hidden_or_temp
+from imgwatch.model import NameRange
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,17 @@ def check_image_dir(image_dir: Path) -> Path:
 
 
 def walk(
-    root: Path, accept: ImageNameFilter, state: WalkState | None = None, subdir: str = ""
+    root: Path,
+    accept: ImageNameFilter,
+    state: WalkState | None = None,
+    subdir: str = "",
+    names: NameRange = (None, None),
 ) -> Iterator[FoundFile]:
     """Every candidate image under root (or only under root/subdir), without following
-    directory links. Names are relative to root either way.
+    directory links. Names are relative to root either way. With `names` (lo, hi),
+    only those with lo <= name < hi (None: no bound), the directories outside that
+    range not listed: one part of the tree, for a reconcile in parts
+    (reconcile/parts.py).
 
     Files come in the order of their names, compared code point by code point, as a
     database orders its `file_name` index: a directory's entries sorted, and each
@@ -79,7 +87,7 @@ def walk(
     extensions = accept.extensions
     # One frame per directory on the way down: its sorted entries (an iterator that
     # remembers how far the walk got), its prefix, and its images with a sidecar.
-    frames = [_frame(start, prefix, state)]
+    frames = [_frame(start, prefix, state, names)]
     while frames:
         entries, prefix, sidecars = frames[-1]
         # This loop runs once per file of the archive: it keeps to what it must
@@ -94,7 +102,7 @@ def walk(
                     if is_hidden_or_temp(name):
                         continue
                     # Down first: its names sort before this directory's next ones.
-                    frames.append(_frame(entry.path, rel + "/", state))
+                    frames.append(_frame(entry.path, rel + "/", state, names))
                     break
                 low = name.lower()
                 if not low.endswith(extensions) or low.endswith(TEMP_SUFFIXES):
@@ -122,11 +130,25 @@ _new = tuple.__new__
 _Frame = tuple[Iterator[os.DirEntry[str]], str, set[str]]
 
 
-def _frame(directory: str, prefix: str, state: WalkState) -> _Frame:
-    entries = _listing(directory, prefix, state)
+def _frame(directory: str, prefix: str, state: WalkState, names: NameRange) -> _Frame:
+    lo, hi = names
+    # A directory is counted by the part of the tree it belongs to, not by every
+    # part whose walk passes through it on the way down to its range.
+    entries = _listing(directory, prefix, state, counted=lo is None or prefix >= lo)
     entries.sort(key=_walk_order)
     # The names of images with a sidecar: usually none, then one test per image.
     sidecars = {e.name[: -len(SIDECAR_SUFFIX)] for e in entries if e.name.endswith(SIDECAR_SUFFIX)}
+    if lo is not None and lo > prefix:
+        # Entries wholly before lo: a file named below it, a directory whose names all are.
+        skip = 0
+        while skip < len(entries) and _before(prefix + _walk_order(entries[skip]), lo):
+            skip += 1
+        del entries[:skip]
+    if hi is not None:
+        keep = len(entries)
+        while keep and prefix + _walk_order(entries[keep - 1]) >= hi:
+            keep -= 1
+        del entries[keep:]
     return iter(entries), prefix, sidecars
 
 
@@ -138,7 +160,15 @@ def _walk_order(entry: os.DirEntry[str]) -> str:
         return entry.name
 
 
-def _listing(directory: str, prefix: str, state: WalkState) -> list[os.DirEntry[str]]:
+def _before(order: str, lo: str) -> bool:
+    """Whether every name at this walk position is below lo: a file's own name; for a
+    directory (`name/`), every name under it, all below `name0` ('0' follows '/')."""
+    return order[:-1] + "0" <= lo if order.endswith("/") else order < lo
+
+
+def _listing(
+    directory: str, prefix: str, state: WalkState, *, counted: bool = True
+) -> list[os.DirEntry[str]]:
     """A directory's entries; none (noted in state) when it cannot be listed.
 
     Listed in full before anything is yielded: the directory handle is not held
@@ -151,7 +181,7 @@ def _listing(directory: str, prefix: str, state: WalkState) -> list[os.DirEntry[
         log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
         state.unreadable_dirs.append(prefix)
         return []
-    state.directories += 1
+    state.directories += counted
     return entries
 
 

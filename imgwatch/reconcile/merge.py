@@ -13,20 +13,77 @@ come out of the walk's order also make the merge inexact from then on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 
+from imgwatch.files.decide import unchanged
+from imgwatch.files.names import is_plain, row_name
+from imgwatch.files.walk import FoundFile
 from imgwatch.model import GONE, STATE, FileState
+
+# A file that differs from its row: the file, its row name, and whether the merge
+# had a row for it.
+Difference = tuple[FoundFile, str, bool]
+
+
+@dataclass(slots=True)
+class Tally:
+    """Files a comparison went through, and how many of them were unchanged."""
+
+    seen: int = 0
+    unchanged: int = 0
+
+
+# Files compared between two calls of a comparison's `tick`: often enough for a
+# progress bar, rarely enough to cost nothing on the walk of an unchanged tree.
+TICK_EVERY = 256
+
+
+def differences(
+    files: Iterable[FoundFile],
+    rows: RowMerge,
+    tally: Tally,
+    tick: Callable[[int], bool] | None = None,
+) -> Generator[Difference, None, None]:
+    """The walk's files that are new or changed, each beside its row; `tally`
+    counts the rest. `tick(files so far)`, every TICK_EVERY files, stops the
+    comparison when it returns True."""
+    take = rows.take
+    before_seen, before_same = tally.seen, tally.unchanged
+    seen = same = 0
+    try:
+        # This loop runs once per file of the archive: a settled one takes only the
+        # `continue`, nothing read, nothing kept.
+        for found in files:
+            seen += 1
+            if tick is not None and not seen % TICK_EVERY and tick(before_seen + seen):
+                return
+            file_name = found.file_name
+            name = file_name if is_plain(file_name) else row_name(file_name)
+            row = take(name)
+            if row is not None and unchanged(row, found):
+                same += 1
+                continue
+            tally.seen, tally.unchanged = before_seen + seen, before_same + same
+            yield found, name, row is not None
+    finally:
+        tally.seen, tally.unchanged = before_seen + seen, before_same + same
 
 
 class RowMerge:
     """Takes rows, a page at a time in file_name order, as the walk asks for names."""
 
-    def __init__(self, pages: Iterator[list[FileState]], *, exact: bool = False) -> None:
+    def __init__(
+        self, pages: Iterator[list[FileState]], *, exact: bool = False, parted: bool = False
+    ) -> None:
         self._pages = pages
         # Whether a file with no row beside it has none: the database orders names as
         # the walk does (db/images.py: names_in_code_point_order), and so far the rows
         # came in that order.
         self.exact = exact
+        # The rows of one part of the tree (reconcile/parts.py), where a name with a
+        # character below the space may have its row in the part before.
+        self.parted = parted
         self._last = ""  # the name of the last row of the page before
         self._page: list[FileState] = []
         self._at = 0  # the next row: self._page[self._at]
@@ -59,7 +116,7 @@ class RowMerge:
         """Whether a file the merge found no row for may have one all the same, to be
         looked up by name: where the orders may differ, or its row name (`name`) is
         a stand-in for its path (`file_name`), whose row sorts elsewhere."""
-        return not self.exact or name != file_name
+        return not self.exact or name != file_name or (self.parted and not name.isprintable())
 
     def found_late(self, name: str) -> None:
         """The walk's file `name` has a row after all (looked up by name): it is not gone."""

@@ -14,10 +14,11 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from imgwatch.files.decide import Outcome, ToRead, examine
 from imgwatch.files.record import FileProcessor
@@ -26,6 +27,8 @@ from imgwatch.logsetup import configure_logging
 from imgwatch.model import KnownFile
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _examine_all(processor: FileProcessor, uploads: bool, files: list[ToRead]) -> list[Outcome]:
@@ -61,6 +64,15 @@ class ProcessReaders:
         from this process only while it has one thread (a fork copies no other thread,
         and whatever locks they held would stay held in the copy)."""
         return bool(self.fork_server) or self._pool is not None or threading.active_count() == 1
+
+    def forks_from_here(self) -> bool:
+        """Whether the processes are still to be forked from this process, which has
+        one thread: they will inherit what it holds now (reconcile/parts.py)."""
+        return not self.fork_server and self._pool is None and threading.active_count() == 1
+
+    def call(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        """fn(*args) in one of the processes (fn and args are sent there by pickle)."""
+        return self._started().submit(fn, *args)
 
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:

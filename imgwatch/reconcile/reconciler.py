@@ -13,15 +13,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol
 
 from imgwatch.db.upsert import PreparedRows
-from imgwatch.files.decide import UNCHANGED, Outcome, ToRead, examine, unchanged
-from imgwatch.files.names import ImageNameFilter, is_plain, row_name
+from imgwatch.files.decide import UNCHANGED, Outcome, ToRead, examine
+from imgwatch.files.names import ImageNameFilter
 from imgwatch.files.record import FileProcessor
 from imgwatch.files.walk import FoundFile, WalkState, check_image_dir, walk
 from imgwatch.model import (
@@ -31,17 +32,30 @@ from imgwatch.model import (
     FileState,
     ImageRecord,
     KnownFile,
+    NameRange,
     ScanSummary,
     Status,
 )
 from imgwatch.reconcile.deletions import DeleteGuard, Deletions, GoneRow, GoneRows
-from imgwatch.reconcile.merge import RowMerge
+from imgwatch.reconcile.merge import RowMerge, Tally, differences
+from imgwatch.reconcile.parts import (
+    PARTS_PER_PROCESS,
+    PartReaders,
+    can_split,
+    compared_parts,
+    split,
+)
 
 log = logging.getLogger(__name__)
 
+# A file to read: the file, its row name, whether it had a row beside it in the
+# walk, and the merge it was found in.
+_Todo = tuple[FoundFile, str, bool, RowMerge]
 
-class Readers(Protocol):
-    """Reads files elsewhere (other processes) while the reconcile writes rows."""
+
+class Readers(PartReaders, Protocol):
+    """Reads files elsewhere (other processes) while the reconcile writes rows, and
+    compares parts of the tree there (reconcile/parts.py)."""
 
     def available(self) -> bool: ...
 
@@ -62,9 +76,13 @@ class Progress(Protocol):
 class Rows(GoneRows, Protocol):
     """What a reconcile reads and writes: the store, or a dry run's stand-in."""
 
-    def file_state_pages(self) -> Iterator[list[FileState]]: ...
+    def file_state_pages(
+        self, page: int | None = None, names: NameRange = (None, None)
+    ) -> Iterator[list[FileState]]: ...
 
     def names_in_code_point_order(self) -> bool: ...
+
+    def release_connections(self) -> None: ...
 
     def lookup_many(self, file_names: Sequence[str]) -> dict[str, KnownFile]: ...
 
@@ -118,10 +136,13 @@ class Reconciler:
         # Only without claims: a rescan of its own, not a reconcile inside the daemon.
         self.readers = readers if claims is None else None
         self.progress = progress
-        self._rows = RowMerge(iter(()))
         self._in_flight: tuple[list[ToRead], list[Future[list[Outcome]]]] | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
+        # In parts: names whose row was found by name after their part's merge had
+        # none, so that no part takes such a row for gone (reconcile/parts.py).
+        self._parted = False
+        self._found_late: set[str] = set()
 
     def run(self, cancel: threading.Event | None = None) -> ScanSummary:
         """One reconcile. When `cancel` is set midway it stops early and marks nothing
@@ -130,14 +151,35 @@ class Reconciler:
         root = check_image_dir(self.image_dir)
         summary = ScanSummary()
         self._in_flight = self._writing = None  # nothing left over from a failed run
-        # The rows, read beside the walk in the same order: each file's row is taken
-        # as the walk finds it, so what is left at the end is what is gone.
-        rows = self._rows = RowMerge(
-            self.store.file_state_pages(), exact=self.store.names_in_code_point_order()
-        )
+        self._found_late = set()
+        exact = self.store.names_in_code_point_order()
         state = WalkState()
+        todo: list[_Todo] = []  # to read: file, row name, had a row beside it, its merge
+        parts = self._parts(root, exact)
+        self._parted = parts is not None
         try:
-            seen = self._compare(root, rows, state, summary, cancel)
+            if parts is None:
+                # The rows, read beside the walk in the same order: each file's row is
+                # taken as the walk finds it, so what is left at the end is what is gone.
+                rows = RowMerge(self.store.file_state_pages(), exact=exact)
+                seen = self._compare(root, rows, (None, None), state, todo, summary, cancel)
+                leftover: Iterable[FileState] = rows.rest()
+
+                def live() -> int:
+                    return rows.live  # once the rest is read
+
+            else:
+                leftovers: list[list[FileState]] = []
+                seen, parts_live = self._compare_parts(
+                    root, parts, exact, state, todo, summary, cancel, leftovers
+                )
+                leftover = (row for rows_left in leftovers for row in rows_left)
+
+                def live() -> int:
+                    return parts_live
+
+            if not summary.interrupted:
+                self._record(todo, summary, cancel)
             self._write_in_flight(summary)
             self._wait_for_writes()
             if self.progress is not None:
@@ -147,79 +189,115 @@ class Reconciler:
                 self._writer.shutdown()
                 self._writer = None
         if not summary.interrupted:
-            self._settle_gone(root, rows, seen, state, summary)
+            self._settle_gone(root, leftover, live, seen, state, summary)
         summary.elapsed = time.monotonic() - started
         return summary
+
+    def _parts(self, root: Path, exact: bool) -> list[NameRange] | None:
+        """The parts a rescan compares the tree in, in its reading processes; None
+        where it is compared here, in one walk: in the daemon (whose reconcile shares
+        files with its workers), with one process, or where the database orders names
+        otherwise than the walk (a part would not be one range of its rows)."""
+        readers = self.readers
+        if readers is None or not exact or not can_split(readers, self.store):
+            return None
+        parts = split(root, PARTS_PER_PROCESS * readers.processes)
+        return parts if len(parts) > 1 else None
 
     def _compare(
         self,
         root: Path,
         rows: RowMerge,
+        names: NameRange,
         state: WalkState,
+        todo: list[_Todo],
         summary: ScanSummary,
         cancel: threading.Event | None,
+        before: int = 0,
     ) -> int:
-        """Walk the tree beside the rows, and read (in batches) what is new or changed;
-        how many files the walk found."""
+        """Walk the tree (or the part `names` of it) beside its rows, and read, in
+        batches, what is new or changed; how many files the walk found. `before`:
+        files the reconcile went through before this part."""
         progress = self.progress
-        seen = same = 0
-        take = rows.take
-        todo: list[tuple[FoundFile, str, bool]] = []  # to read: file, row name, has a row
-        # This loop runs once per file of the archive: what is not needed per file
-        # (the cancel flag, progress) is looked at every _PROGRESS_EVERY files.
-        for found in walk(root, self.accept, state):
-            seen += 1
-            if not seen % _PROGRESS_EVERY:
-                if cancel is not None and cancel.is_set():
-                    summary.interrupted = True
-                    break
-                if progress is not None:
-                    progress(seen, summary.read, summary.read_bytes)
-            file_name = found.file_name
-            name = file_name if is_plain(file_name) else row_name(file_name)
-            row = take(name)
-            # A settled archive takes only this path: nothing read, nothing kept.
-            if row is not None and unchanged(row, found):
-                same += 1
-                continue
-            todo.append((found, name, row is not None))
-            if len(todo) >= self.batch_size:
-                summary.unchanged += same
-                same = 0
-                self._record(todo, summary, cancel)
+
+        def tick(seen: int) -> bool:
+            # What is not needed per file: the cancel flag, progress.
+            if cancel is not None and cancel.is_set():
+                summary.interrupted = True
+                return True
+            if progress is not None:
+                progress(before + seen, summary.read, summary.read_bytes)
+            return False
+
+        tally = Tally()
+        files = walk(root, self.accept, state, names=names)
+        with closing(differences(files, rows, tally, tick)) as different:
+            for found, name, merged in different:
+                todo.append((found, name, merged, rows))
+                if len(todo) >= self.batch_size:
+                    self._record(todo, summary, cancel)
+                    if summary.interrupted:
+                        break
+        summary.unchanged += tally.unchanged
+        return tally.seen
+
+    def _compare_parts(
+        self,
+        root: Path,
+        parts: list[NameRange],
+        exact: bool,
+        state: WalkState,
+        todo: list[_Todo],
+        summary: ScanSummary,
+        cancel: threading.Event | None,
+        leftovers: list[list[FileState]],
+    ) -> tuple[int, int]:
+        """Compare the parts in the reading processes, and read what differs, in
+        batches; how many files the walk found, and how many rows are live. The rows
+        no file was found for go to `leftovers`."""
+        assert self.readers is not None
+        seen = live = 0
+        for names, part in compared_parts(self.readers, root, self.accept, parts, exact):
+            if cancel is not None and cancel.is_set():
+                summary.interrupted = True
+                break
+            if part is None:
+                # Too much differs to be sent back (or its process died): walked here,
+                # its files read as it goes.
+                rows = RowMerge(self.store.file_state_pages(names=names), exact=exact, parted=True)
+                seen += self._compare(root, rows, names, state, todo, summary, cancel, seen)
                 if summary.interrupted:
                     break
-        summary.unchanged += same
-        if not summary.interrupted:
-            self._record(todo, summary, cancel)
-        return seen
+                leftovers.append(list(rows.rest()))
+                live += rows.live
+            else:
+                merge = RowMerge(iter(()), exact=part.exact, parted=True)
+                for found, name, merged in part.differences or ():
+                    todo.append((found, name, merged, merge))
+                    if len(todo) >= self.batch_size:
+                        self._record(todo, summary, cancel)
+                        if summary.interrupted:
+                            return seen, live
+                seen += part.tally.seen
+                summary.unchanged += part.tally.unchanged
+                live += part.live
+                leftovers.append(part.leftover)
+                state.unreadable_dirs.extend(part.unreadable_dirs)
+                state.directories += part.directories
+            if self.progress is not None:
+                self.progress(seen, summary.read, summary.read_bytes)
+        return seen, live
 
     def _record(
         self,
-        todo: list[tuple[FoundFile, str, bool]],
+        todo: list[_Todo],
         summary: ScanSummary,
         cancel: threading.Event | None,
     ) -> None:
         """Read a batch of new or changed files and write their rows in one transaction."""
         held: list[str] = []  # claimed names, released once their rows are committed
-        mine = todo
         try:
-            if self.claims is not None:
-                # Only what no worker has (being written or read); rows looked up after
-                # the claim, since a worker may have recorded them after `known` was read.
-                mine = [t for t in todo if self._take(t[0].file_name, held)]
-                rows = self.store.lookup_many([t[1] for t in mine])
-            else:
-                # Also a file with no row beside it that may have one all the same
-                # (reconcile/merge.py): its row may come later than the file.
-                merge = self._rows
-                rows = self.store.lookup_many(
-                    [t[1] for t in todo if t[2] or merge.may_have_row(t[1], t[0].file_name)]
-                )
-            files = [(found, rows.get(name)) for found, name, _ in mine]
-            for _, name, merged in mine:
-                if not merged and name in rows:
-                    self._rows.found_late(name)
+            files = self._with_rows(todo, held)
             readers = self.readers
             if readers is not None and len(files) >= _READERS_MIN and readers.available():
                 # Read in the other processes while the batch before is written.
@@ -242,6 +320,28 @@ class Reconciler:
             if held:
                 self.claims.release(held)  # type: ignore[union-attr]
             todo.clear()
+
+    def _with_rows(self, todo: list[_Todo], held: list[str]) -> list[ToRead]:
+        """The files of a batch to read (in the daemon, those it could claim: their
+        names go to `held`), each with its row as looked up now."""
+        mine = todo
+        if self.claims is not None:
+            # Only what no worker has (being written or read); rows looked up after
+            # the claim, since a worker may have recorded them after `known` was read.
+            mine = [t for t in todo if self._take(t[0].file_name, held)]
+            rows = self.store.lookup_many([t[1] for t in mine])
+        else:
+            # Also a file with no row beside it that may have one all the same
+            # (reconcile/merge.py): its row may come later than the file.
+            rows = self.store.lookup_many(
+                [t[1] for t in todo if t[2] or t[3].may_have_row(t[1], t[0].file_name)]
+            )
+        for _, name, merged, merge in mine:
+            if not merged and name in rows:
+                merge.found_late(name)
+                if self._parted:
+                    self._found_late.add(name)
+        return [(found, rows.get(name)) for found, name, _, _ in mine]
 
     def _write_in_flight(self, summary: ScanSummary) -> None:
         if self._in_flight is not None:
@@ -308,18 +408,22 @@ class Reconciler:
     def _settle_gone(
         self,
         root: Path,
-        rows: RowMerge,
+        leftover: Iterable[FileState],
+        live: Callable[[], int],
         seen: int,
         state: WalkState,
         summary: ScanSummary,
     ) -> None:
-        """Rows whose file the walk did not find: missing, forgotten or purged, unless
-        the mass-deletion guard holds them all (reconcile/deletions.py)."""
+        """Rows whose file the walk did not find (`leftover`; `live()` rows in all
+        were live once it is read): missing, forgotten or purged, unless the
+        mass-deletion guard holds them all (reconcile/deletions.py)."""
         gone: list[GoneRow] = []
-        for row in rows.rest():
+        found_late = self._found_late
+        for row in leftover:
             name = row[0]
             if (
                 row[STATE] != GONE
+                and name not in found_late
                 and not _under_any(name, state.unreadable_dirs)
                 # Looked at again: a file that appeared after the walk passed its
                 # directory (the daemon records it) is not gone.
@@ -330,7 +434,7 @@ class Reconciler:
         # unmounted share, or a mount that is not there yet, than a deliberate
         # deletion of everything.
         summary.missing, summary.held = self.deletions.settle(
-            gone, rows.live, whole_tree=True, empty_tree=bool(gone) and not seen
+            gone, live(), whole_tree=True, empty_tree=bool(gone) and not seen
         )
 
     @staticmethod
@@ -346,10 +450,6 @@ class Reconciler:
         else:
             summary.changed += 1
 
-
-# Files walked between two progress reports: often enough for a bar, rarely enough
-# to cost nothing on the walk of an unchanged tree.
-_PROGRESS_EVERY = 256
 
 # Fewer files than this are read in the reconcile's own process: handing them to
 # other processes would cost more than it saves.

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 from imgwatch.db.engine import CONFLICT_ATTEMPTS, chunks, create_engine_for
 from imgwatch.db.schema import images
@@ -279,3 +280,12 @@ def test_other_errors_in_a_transaction_are_not_run_again(
         store.close()
     assert len(runs) == 2
     assert _warned(caplog) == []
+
+
+def test_released_connections_leave_none_for_a_fork_to_copy(store: ImageStore) -> None:
+    assert store.lookup_many(["x.jpg"]) == {}
+    pool = store.engine.pool
+    assert isinstance(pool, QueuePool) and pool.checkedin() >= 1
+    store.release_connections()
+    assert store.engine.pool is not pool and store.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    assert store.lookup_many(["x.jpg"]) == {}  # and new ones are opened as needed

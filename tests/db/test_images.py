@@ -120,6 +120,21 @@ def test_file_states_come_in_name_order_a_page_at_a_time(store: ImageStore, page
     assert list(store.file_state_pages(page)) == pages
 
 
+def test_file_states_of_a_part_are_the_rows_in_its_range(store: ImageStore) -> None:
+    names = ["a.jpg", "a/b.jpg", "a/c/d.jpg", "a0.jpg", "b.jpg", "b/x.jpg", "z.jpg"]
+    store.upsert([record(n) for n in names])
+
+    def part(lo: str | None, hi: str | None) -> list[str]:
+        return [s[0] for p in store.file_state_pages(2, names=(lo, hi)) for s in p]
+
+    assert part(None, None) == names
+    assert part("a/", "a0") == ["a/b.jpg", "a/c/d.jpg"]
+    assert part(None, "a/") == ["a.jpg"]
+    assert part("b/", None) == ["b/x.jpg", "z.jpg"]
+    assert part("a0.jpg", "b.jpg") == ["a0.jpg"]  # lo is in, hi is out
+    assert part("c", "d") == []
+
+
 def test_names_of_ids(store: ImageStore) -> None:
     store.upsert([record(f"{i}.jpg") for i in range(3)])
     ids = {r["file_name"]: r["id"] for r in all_rows(store)}

@@ -26,6 +26,11 @@ def test_reads_pass_through_to_the_database(store: ImageStore) -> None:
     assert noting.images_ready
     assert list(noting.file_state_pages()) == list(store.file_state_pages())
     assert [s[0] for page in noting.file_state_pages() for s in page] == ["a.jpg", "d/b.jpg"]
+    assert [s[0] for page in noting.file_state_pages(names=("d/", None)) for s in page] == [
+        "d/b.jpg"
+    ]
+    noting.release_connections()  # before a fork: reads go on over new connections
+    assert noting.lookup_many(["a.jpg"]) == store.lookup_many(["a.jpg"])
     assert noting.lookup_many(["a.jpg", "x.jpg"]) == store.lookup_many(["a.jpg"])
     assert noting.known == {"a.jpg"}  # looked up, and has a row
     # An operator's confirmation counts: it is read, not assumed.

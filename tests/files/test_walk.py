@@ -219,3 +219,49 @@ def test_files_come_in_the_order_a_database_sorts_their_names(image_dir: Path) -
         "z.jpg",
         "\u00e9.jpg",
     ]
+
+
+def test_a_range_of_names_is_that_slice_of_the_walk(image_dir: Path) -> None:
+    names = [
+        "a.jpg",
+        "a/b.jpg",
+        "a/c.jpg",
+        "a/c/d.jpg",
+        "a.b/x.jpg",
+        "a0.jpg",
+        "ab.jpg",
+        "b.jpg",
+        "b/x.jpg",
+        "c/d.jpg",
+        "c/d/e/f.jpg",
+        "z.jpg",
+        "z/\x01.jpg",
+    ]
+    for name in names:
+        write_image(image_dir / name, 2, 2)
+    whole = [f.file_name for f in walk(image_dir, JPG_PNG)]
+    assert whole == sorted(names)
+    bounds = sorted(set(whole) | {"", "a/", "a/c/", "a/c0", "a0", "b/", "c/d/", "c/d/e/", "zz"})
+    for lo in [None, *bounds]:
+        for hi in [None, *bounds]:
+            got = [f.file_name for f in walk(image_dir, JPG_PNG, names=(lo, hi))]
+            assert got == [
+                n for n in whole if (lo is None or n >= lo) and (hi is None or n < hi)
+            ], (lo, hi)
+
+
+def test_a_directory_outside_the_range_is_not_listed(image_dir: Path) -> None:
+    write_image(image_dir / "a" / "1.jpg")
+    write_image(image_dir / "m" / "1.jpg")
+    write_image(image_dir / "z" / "1.jpg")
+    (image_dir / "a").chmod(0)
+    (image_dir / "z").chmod(0)
+    try:
+        state = WalkState()
+        found = [f.file_name for f in walk(image_dir, JPG_PNG, state, names=("b", "n"))]
+    finally:
+        (image_dir / "a").chmod(0o755)
+        (image_dir / "z").chmod(0o755)
+    assert found == ["m/1.jpg"]
+    assert state.unreadable_dirs == []  # never tried
+    assert state.directories == 1  # m, not the root: that is the first part's

@@ -16,9 +16,9 @@ from imgwatch.db import images as images_module
 from imgwatch.db.store import ImageStore
 from imgwatch.files.names import ImageNameFilter
 from imgwatch.files.record import FileProcessor
-from imgwatch.files.walk import walk
-from imgwatch.model import GONE, TO_READ, FileState, ScanSummary, Status
-from imgwatch.reconcile.merge import RowMerge
+from imgwatch.files.walk import FoundFile, walk
+from imgwatch.model import FACTS_READ, GONE, TO_READ, FileState, ScanSummary, Status
+from imgwatch.reconcile.merge import TICK_EVERY, RowMerge, Tally, differences
 from imgwatch.reconcile.reconciler import Reconciler
 from tests.db.records import ORIGINAL_DDL
 from tests.imagefiles import write_image
@@ -112,6 +112,45 @@ def test_live_counts_rows_whose_file_was_there() -> None:
     assert merge.take("zz") is None
     assert sorted(r[0] for r in merge.rest()) == ["a", "b", "c"]
     assert merge.live == 2
+
+
+def test_in_a_part_a_name_below_the_space_may_have_its_row_in_the_part_before() -> None:
+    whole = RowMerge(pages([]), exact=True)
+    part = RowMerge(pages([]), exact=True, parted=True)
+    assert not whole.may_have_row("m/\x01.jpg", "m/\x01.jpg")
+    assert part.may_have_row("m/\x01.jpg", "m/\x01.jpg")
+    assert not part.may_have_row("m/1.jpg", "m/1.jpg")
+    assert part.may_have_row("stand-in#0123", "m/\udcff.jpg")  # a stand-in's row sorts elsewhere
+
+
+def found(name: str, size: int = 1) -> FoundFile:
+    return FoundFile(name, "/x/" + name, size, 1)
+
+
+def test_differences_are_the_files_new_or_changed_and_the_rest_is_counted() -> None:
+    rows: list[FileState] = [(n, 1, 1, FACTS_READ, i, None) for i, n in enumerate("abc")]
+    merge = RowMerge(pages(rows), exact=True)
+    tally = Tally(seen=10, unchanged=4)  # counts go on from where they were
+    files = [found("a"), found("aa"), found("b", 2), found("c")]
+    assert list(differences(files, merge, tally)) == [
+        (files[1], "aa", False),
+        (files[2], "b", True),
+    ]
+    assert (tally.seen, tally.unchanged) == (14, 6)
+
+
+def test_differences_tick_and_stop_when_told() -> None:
+    files = [found(f"{i:05d}") for i in range(3 * TICK_EVERY + 5)]
+    ticks: list[int] = []
+
+    def tick(seen: int) -> bool:
+        ticks.append(seen)
+        return len(ticks) == 2
+
+    tally = Tally()
+    assert len(list(differences(files, RowMerge(pages([])), tally, tick))) == 2 * TICK_EVERY - 1
+    assert ticks == [TICK_EVERY, 2 * TICK_EVERY]
+    assert tally.seen == 2 * TICK_EVERY
 
 
 def test_random_trees_in_any_order_match_exactly() -> None:

@@ -313,7 +313,7 @@ def test_a_reconcile_rereads_the_row_before_reading_a_file(
         ]
     )
     # The rows as they were before the worker wrote: late.jpg has none.
-    store.file_state_pages = lambda page=None: iter(  # type: ignore[method-assign]
+    store.file_state_pages = lambda page=None, names=(None, None): iter(  # type: ignore[method-assign]
         [sorted(known_at_start.values())]
     )
     rec.claims = FakeClaims(set())
