@@ -14,7 +14,8 @@ import os
 import posixpath
 import queue
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from imgwatch.daemon.watch import Change, Watcher, inotify_room_left
 from imgwatch.daemon.writer import Gone, GoneDir, Rename, RenameDir, Writer
 from imgwatch.files.metadata import SIDECAR_SUFFIX
 from imgwatch.files.names import ImageNameFilter, is_hidden_or_temp
-from imgwatch.files.walk import walk
+from imgwatch.files.walk import FoundFile, walk
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class Router:
     rechecks: queue.SimpleQueue[str] = field(default_factory=queue.SimpleQueue, init=False)
     # Files created and not closed yet (a writer holds them), as far as events tell.
     _open: set[str] = field(default_factory=set, init=False)
+    # Walks of directories that arrived (moved in, created), taken as the debouncer
+    # has room: a directory of a million files is not a million entries at once.
+    _arrived: deque[Iterator[FoundFile]] = field(default_factory=deque, init=False)
     _watch_limit_reported: bool = field(default=False, init=False)
     _prefix: str = field(init=False)
 
@@ -60,7 +64,8 @@ class Router:
         self.debouncer = Debouncer(self._signature, quiet=self.quiet, max_wait=self.max_wait)
 
     def depth(self) -> int:
-        """Paths waiting: to settle, to be read, to be written."""
+        """Paths waiting: to settle, to be read, to be written (not counting the
+        files of arrived directories still to be walked)."""
         return len(self.debouncer) + self.files.queued() + self.writer.pending()
 
     def recheck(self, key: str) -> None:
@@ -82,6 +87,7 @@ class Router:
     def take_changes(self) -> None:
         """Wait up to a tick (less when a deadline comes first) for changes; route them."""
         self._take_rechecks()
+        self._take_arrived()
         timeout = TICK
         deadline = self.debouncer.next_deadline()
         if deadline is not None:
@@ -113,6 +119,19 @@ class Router:
             except queue.Empty:
                 return
             self.debouncer.touch(key)
+
+    def _take_arrived(self) -> None:
+        """The files of arrived directories, into the debouncer while it has room."""
+        room = self.queue_size - len(self.debouncer)
+        while self._arrived and room > 0:
+            for found in self._arrived[0]:
+                # Complete: it was written before it arrived, or was closed since
+                # (its close would come as an event of its own).
+                self.debouncer.touch(found.file_name, closed=True)
+                room -= 1
+                if room <= 0:
+                    return
+            self._arrived.popleft()
 
     def dispatch_due(self) -> None:
         room = self.files.room()
@@ -219,11 +238,12 @@ class Router:
             )
 
     def _scan_dir(self, key: str | None) -> None:
-        """A new or moved-in directory: files may have landed before its watch existed."""
+        """A new or moved-in directory: files may have landed before its watch existed.
+        Walked as the debouncer has room (_take_arrived), the first files at once."""
         if key is None:
             return
-        for found in walk(self.root, self.accept, subdir=key):
-            self.debouncer.touch(found.file_name, closed=True)
+        self._arrived.append(walk(self.root, self.accept, subdir=key))
+        self._take_arrived()
 
     def _file_key(self, path: str) -> str | None:
         """The file_name for a path under the image directory that names a candidate."""

@@ -68,6 +68,12 @@ class ForwardingHandler(FileSystemEventHandler):
         self.lost = threading.Event()
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        if event.is_synthetic:
+            # watchdog's own walk of a directory moved in, moved or moved out: an event
+            # per file, repeating what the daemon does for the directory as a whole
+            # (it walks one moved in, renames or marks gone the rows under it). A
+            # burst of 10,000 files moved in would otherwise fill the queue twice over.
+            return
         try:
             change = _change_for(event)
             if change is not None:

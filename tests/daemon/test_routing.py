@@ -81,3 +81,26 @@ def test_changes_queued_before_a_drop_are_routed_before_the_reset(
     # Read after the quiet period, not after max_wait waiting for the dropped close.
     assert deadline - time.monotonic() <= settings.quiet_period + 0.1
     assert d.reconciles.asked() == "overflow"
+
+
+def test_a_directory_that_arrives_is_walked_as_the_debouncer_has_room(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    names = {f"in/{i:02d}.jpg" for i in range(25)}
+    for name in names:
+        (image_dir / name).parent.mkdir(exist_ok=True)
+        (image_dir / name).write_bytes(b"x")
+    d = _daemon(tmp_path, image_dir, queue_size=10)
+    d.router.route(Change("dir_created", str(d.root / "in")))
+    fed: set[str] = set()
+    while len(fed) < len(names):
+        waiting = set(d.router.debouncer._pending)
+        assert 0 < len(waiting) <= 10  # never more than the queue holds
+        assert not waiting & fed  # each file once
+        fed |= waiting
+        for key in waiting:  # handed on, as the file workers take them
+            d.router.debouncer.forget(key)
+        d.router.take_changes()
+    assert fed == names
+    d.router.take_changes()
+    assert len(d.router.debouncer) == 0

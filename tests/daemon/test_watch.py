@@ -55,6 +55,19 @@ def test_events_become_changes(event: FileSystemEvent, expected: Change | None) 
     assert (inbox.get_nowait() if not inbox.empty() else None) == expected
 
 
+def test_watchdogs_own_events_for_a_directorys_files_are_dropped() -> None:
+    # watchdog walks a directory moved in (or moved) and makes an event per file; the
+    # daemon walks it itself (routing: _scan_dir), so these would only repeat it.
+    inbox: queue.Queue[Change] = queue.Queue()
+    handler = ForwardingHandler(inbox)
+    handler.dispatch(FileCreatedEvent("/i/d/a.jpg", is_synthetic=True))
+    handler.dispatch(DirCreatedEvent("/i/d/e", is_synthetic=True))
+    handler.dispatch(FileMovedEvent("/i/d/a.jpg", "/i/f/a.jpg", is_synthetic=True))
+    assert inbox.empty()
+    handler.dispatch(DirCreatedEvent("/i/d"))  # the kernel's own: the directory itself
+    assert inbox.get_nowait() == Change("dir_created", "/i/d")
+
+
 def test_bytes_paths_are_decoded_losslessly() -> None:
     inbox: queue.Queue[Change] = queue.Queue()
     ForwardingHandler(inbox).dispatch(FileCreatedEvent(b"/i/caf\xe9.jpg"))

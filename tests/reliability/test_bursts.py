@@ -53,3 +53,29 @@ def test_thousands_of_files_in_one_directory_and_in_new_directories(
         # Read in the reading processes, whose lines are in the daemon's log above.
         assert "reading files in 2 processes" in log
     assert "Traceback" not in log
+
+
+def test_a_directory_larger_than_the_queue_moved_in_is_recorded_without_an_overflow(
+    tmp_path: Path, image_dir: Path, db_url: URL
+) -> None:
+    # As a camera card or an rsync run lands: the files written elsewhere, then the
+    # directory moved in at once. The queue holds 100 changes; the directory has 1,200
+    # files in 3 directories.
+    staging = tmp_path / "card"
+    names = {f"card/{i // 400}/{i:04d}.png" for i in range(1200)}
+    for i, name in enumerate(sorted(names)):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tiny_png(i))
+    with start(tmp_path, image_dir, db_url, queue_size="100") as daemon:
+        staging.rename(image_dir / "card")
+        rows = wait_rows(
+            db_url,
+            lambda r: sum(1 for x in r.values() if x["status"] == Status.DONE) >= len(names),
+            timeout=300,
+        )
+        assert daemon.stop() == 0
+    assert set(rows) == names
+    log = daemon.log()
+    assert log.count("recorded '") == len(names)  # each read once
+    assert "queue overflow" not in log  # no change lost, no reconcile of the whole tree
