@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
+from imgwatch.db import images as images_module
 from imgwatch.db.engine import ID_CHUNK
 from imgwatch.db.store import ImageStore
 from imgwatch.model import (
@@ -14,11 +18,13 @@ from imgwatch.model import (
     NOT_AN_IMAGE,
     STATE_ID,
     TO_READ,
+    FileState,
     KnownFile,
     Status,
 )
 from tests.db.records import record
 from tests.rows import all_rows, file_states, row_of
+from tests.servers import MariaDB
 
 
 def test_mark_missing_keeps_row_and_url(store: ImageStore) -> None:
@@ -232,3 +238,62 @@ def test_counts_of_rows_live_rows_and_statuses(store: ImageStore) -> None:
     assert store.count_rows() == 5
     assert store.count_live() == 3
     assert store.counts_by_status() == {Status.DONE: 2, Status.FAILED: 1, Status.MISSING: 2}
+
+
+def test_pages_from_mysql_come_packed_and_unpack_to_the_rows(
+    mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ImageStore(mariadb.create_database())
+    store.open()
+    try:
+        names = [
+            "a.jpg",
+            "b\x01c.jpg",
+            "new\nline.jpg",
+            "caf\u00e9.jpg",
+            "\U0001f600.png",
+            " x.jpg",
+        ]
+        store.upsert([record(n) for n in names])
+        with store.engine.begin() as conn:  # a row not read yet: no size, no mtime
+            conn.execute(
+                text(
+                    "UPDATE images SET size_bytes = NULL, mtime_ns = NULL, sha256 = NULL "
+                    "WHERE file_name = 'a.jpg'"
+                )
+            )
+            conn.execute(text("UPDATE images SET sidecar_mtime_ns = 5 WHERE file_name = ' x.jpg'"))
+        unpacked = []
+        real = images_module._packed_page
+
+        def packed(conn: Connection, paged: Any) -> tuple[list[FileState], str] | None:
+            page = real(conn, paged)
+            unpacked.append(page)
+            return page
+
+        monkeypatch.setattr(images_module, "_packed_page", packed)
+        pages = list(store.file_state_pages(4))
+        assert unpacked and all(page is not None for page in unpacked)  # none read row by row
+        monkeypatch.setattr(images_module, "_packed_page", lambda conn, paged: None)
+        assert pages == list(store.file_state_pages(4))  # as the driver gives them
+        states = {s[0]: s for p in pages for s in p}
+        assert set(states) == set(names)
+        assert states["a.jpg"][1:4] == (None, None, TO_READ)
+        assert states[" x.jpg"][5] == 5
+    finally:
+        store.close()
+
+
+def test_a_page_that_does_not_unpack_is_read_row_by_row(mariadb: MariaDB) -> None:
+    store = ImageStore(mariadb.create_database())
+    store.open()
+    try:
+        store.upsert([record("a.jpg"), record("b.jpg")])
+        with store.engine.begin() as conn:  # a NUL no file name can hold, written by hand
+            conn.execute(
+                text("UPDATE images SET file_name = 'a\\0z.jpg' WHERE file_name = 'a.jpg'")
+            )
+        states = [s[0] for p in store.file_state_pages() for s in p]
+        assert states == ["a\x00z.jpg", "b.jpg"]
+    finally:
+        store.close()
