@@ -67,11 +67,14 @@ class MariaDB:
     # Whom mariadbd runs as when the suite runs as root (it will not be root unasked).
     run_as = "root"
 
-    def __init__(self, base: Path, *, durable: bool = False) -> None:
+    def __init__(self, base: Path, *, durable: bool = False, buffer_pool: str = "64M") -> None:
         self.base = base
         # durable: MariaDB's default of flushing the log at every commit, as in
         # production (benchmarks); the tests trade that for speed.
         self.durable = durable
+        # InnoDB's cache: small for the tests' many servers; a benchmark of a table of
+        # a million rows gives it what a production server would, room for the table.
+        self.buffer_pool = buffer_pool
         self.datadir = base / "data"
         self.socket = base / "mariadb.sock"
         self.port = 0
@@ -117,7 +120,7 @@ class MariaDB:
             "--bind-address=127.0.0.1",
             f"--pid-file={self.base / 'mariadbd.pid'}",
             "--skip-log-bin",
-            "--innodb-buffer-pool-size=64M",
+            f"--innodb-buffer-pool-size={self.buffer_pool}",
             # Tests need no durability across a power cut; this makes commits cheap.
             f"--innodb-flush-log-at-trx-commit={1 if self.durable else 2}",
             "--character-set-server=utf8mb4",
