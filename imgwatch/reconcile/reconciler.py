@@ -41,6 +41,7 @@ from imgwatch.reconcile.merge import RowMerge, Tally, differences
 from imgwatch.reconcile.parts import (
     PARTS_PER_PROCESS,
     PartReaders,
+    PartResult,
     can_split,
     compared_parts,
     split,
@@ -196,13 +197,21 @@ class Reconciler:
     def _parts(self, root: Path, exact: bool) -> list[NameRange] | None:
         """The parts a rescan compares the tree in, in its reading processes; None
         where it is compared here, in one walk: in the daemon (whose reconcile shares
-        files with its workers), with one process, or where the database orders names
-        otherwise than the walk (a part would not be one range of its rows)."""
+        files with its workers), with one process, into an empty table, or where the
+        database orders names otherwise than the walk (a part would not be one range
+        of its rows)."""
         readers = self.readers
-        if readers is None or not exact or not can_split(readers, self.store):
+        if readers is None or not exact or not self._has_rows():
+            return None
+        if not can_split(readers, self.store):
             return None
         parts = split(root, PARTS_PER_PROCESS * readers.processes)
         return parts if len(parts) > 1 else None
+
+    def _has_rows(self) -> bool:
+        """Whether the table has a row at all: into an empty one (a first rescan)
+        every file is new, and comparing parts elsewhere would only cost their start."""
+        return any(self.store.file_state_pages(page=1))
 
     def _compare(
         self,
@@ -257,6 +266,7 @@ class Reconciler:
         no file was found for go to `leftovers`."""
         assert self.readers is not None
         seen = live = 0
+        rest: NameRange | None = None  # walked here, in one piece
         for names, part in compared_parts(self.readers, root, self.accept, parts, exact):
             if cancel is not None and cancel.is_set():
                 summary.interrupted = True
@@ -264,29 +274,74 @@ class Reconciler:
             if part is None:
                 # Too much differs to be sent back (or its process died): walked here,
                 # its files read as it goes.
-                rows = RowMerge(self.store.file_state_pages(names=names), exact=exact, parted=True)
-                seen += self._compare(root, rows, names, state, todo, summary, cancel, seen)
-                if summary.interrupted:
-                    break
-                leftovers.append(list(rows.rest()))
-                live += rows.live
+                found, rows_live = self._compare_here(
+                    root, names, exact, state, todo, summary, cancel, leftovers, seen
+                )
+                seen += found
+                live += rows_live
             else:
-                merge = RowMerge(iter(()), exact=part.exact, parted=True)
-                for found, name, merged in part.differences or ():
-                    todo.append((found, name, merged, merge))
-                    if len(todo) >= self.batch_size:
-                        self._record(todo, summary, cancel)
-                        if summary.interrupted:
-                            return seen, live
+                self._take_part(part, state, todo, summary, cancel, leftovers)
                 seen += part.tally.seen
-                summary.unchanged += part.tally.unchanged
                 live += part.live
-                leftovers.append(part.leftover)
-                state.unreadable_dirs.extend(part.unreadable_dirs)
-                state.directories += part.directories
+            if summary.interrupted:
+                break
             if self.progress is not None:
                 self.progress(seen, summary.read, summary.read_bytes)
+            if seen >= _MOSTLY_NEW_AFTER and 2 * summary.unchanged < seen:
+                # Mostly new files (a first rescan, an archive copied in): comparing
+                # them elsewhere saves nothing, and the processes are better used
+                # reading them. The rest is walked here, in one piece.
+                rest = (names[1], None) if names[1] is not None else None
+                break
+        if rest is not None and not summary.interrupted:
+            found, rows_live = self._compare_here(
+                root, rest, exact, state, todo, summary, cancel, leftovers, seen
+            )
+            seen += found
+            live += rows_live
         return seen, live
+
+    def _take_part(
+        self,
+        part: PartResult,
+        state: WalkState,
+        todo: list[_Todo],
+        summary: ScanSummary,
+        cancel: threading.Event | None,
+        leftovers: list[list[FileState]],
+    ) -> None:
+        """What a part process found: its differences read, in batches, its counts kept."""
+        merge = RowMerge(iter(()), exact=part.exact, parted=True)
+        for found, name, merged in part.differences or ():
+            todo.append((found, name, merged, merge))
+            if len(todo) >= self.batch_size:
+                self._record(todo, summary, cancel)
+                if summary.interrupted:
+                    return
+        summary.unchanged += part.tally.unchanged
+        leftovers.append(part.leftover)
+        state.unreadable_dirs.extend(part.unreadable_dirs)
+        state.directories += part.directories
+
+    def _compare_here(
+        self,
+        root: Path,
+        names: NameRange,
+        exact: bool,
+        state: WalkState,
+        todo: list[_Todo],
+        summary: ScanSummary,
+        cancel: threading.Event | None,
+        leftovers: list[list[FileState]],
+        before: int,
+    ) -> tuple[int, int]:
+        """A part of the tree compared in this process; files found, live rows."""
+        rows = RowMerge(self.store.file_state_pages(names=names), exact=exact, parted=True)
+        seen = self._compare(root, rows, names, state, todo, summary, cancel, before)
+        if summary.interrupted:
+            return seen, 0
+        leftovers.append(list(rows.rest()))
+        return seen, rows.live
 
     def _record(
         self,
@@ -450,6 +505,9 @@ class Reconciler:
         else:
             summary.changed += 1
 
+
+# Files compared in parts before a tree where most differ is walked in this process.
+_MOSTLY_NEW_AFTER = 1_000
 
 # Fewer files than this are read in the reconcile's own process: handing them to
 # other processes would cost more than it saves.

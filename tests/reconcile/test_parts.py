@@ -152,7 +152,7 @@ def test_a_rescan_in_parts_finds_what_one_walk_finds(
     tree(image_dir, NAMES + [f"many/{i:03d}.jpg" for i in range(40)])
     (image_dir / "b" / "text.jpg").write_text("not an image")
     first = rescan(store, image_dir, readers)
-    assert len(readers.parts) > 4  # compared in parts, in the processes
+    assert readers.parts == []  # into an empty table every file is new: one walk
     assert (first.new, first.rejected) == (len(NAMES) + 40, 1)
     # New, changed, gone, and unchanged, in several parts at once.
     write_image(image_dir / "a" / "c" / "new.jpg", 3, 3)
@@ -182,9 +182,11 @@ def test_a_part_with_more_differences_than_it_may_send_is_walked_here(
     # Set before the processes are forked: they inherit it.
     monkeypatch.setattr(parts, "PART_LIMIT", 3)
     names = [f"d{i}/{j}.jpg" for i in range(6) for j in range(8)]
-    tree(image_dir, names)
+    tree(image_dir, names[:1])
+    rescan(store, image_dir, None)
+    tree(image_dir, names[1:])
     first = rescan(store, image_dir, readers)
-    assert readers.parts and first.new == len(names)
+    assert readers.parts and first.new == len(names) - 1
     assert {r["file_name"]: r["status"] for r in all_rows(store)} == dict.fromkeys(
         names, Status.DONE
     )
@@ -249,9 +251,9 @@ def test_a_name_a_padded_collation_puts_in_the_part_before_keeps_its_row(
     cut: list[NameRange] = [(None, "m/"), ("m/", "z/"), ("z/", None)]
     monkeypatch.setattr("imgwatch.reconcile.reconciler.split", lambda root, wanted: cut)
     first = rescan(store, image_dir, readers)
-    assert readers.parts == cut
     assert first.new == len(names)
     again = rescan(store, image_dir, readers)
+    assert readers.parts == cut
     assert counts(again) == (0, 0, len(names), 0, 0, 0)
     (image_dir / "m" / "\x01.jpg").unlink()
     gone = rescan(store, image_dir, readers)
@@ -305,3 +307,35 @@ class NoForks:
 
     def call(self, fn, *args):  # type: ignore[no-untyped-def]
         raise AssertionError("not called")
+
+
+def test_a_tree_of_mostly_new_files_is_walked_here_after_the_first_parts(
+    store: ImageStore, image_dir: Path, readers: SpyReaders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("imgwatch.reconcile.reconciler._MOSTLY_NEW_AFTER", 100)
+    names = [f"d{i:02d}/{j:02d}.jpg" for i in range(20) for j in range(30)]
+    tree(image_dir, names[:1])
+    rescan(store, image_dir, None)  # a table with a row: parts are tried
+    tree(image_dir, names[1:])
+    first = rescan(store, image_dir, readers)
+    assert first.new == len(names) - 1
+    # Parts of about 19 files: six compared elsewhere (and four more handed out
+    # meanwhile) make 100 files seen, all new; the rest is walked here, the
+    # processes left to read the files.
+    cut = parts.split(image_dir, 2 * parts.PARTS_PER_PROCESS)
+    assert 0 < len(readers.parts) <= 6 + 2 * readers.processes < len(cut)
+    assert {r["file_name"] for r in all_rows(store)} == set(names)
+    readers.parts.clear()
+    again = rescan(store, image_dir, readers)
+    assert (again.unchanged, again.new, again.missing) == (len(names), 0, 0)
+    assert len(readers.parts) == len(cut)
+
+
+def test_into_an_empty_table_a_rescan_walks_in_one_piece(
+    store: ImageStore, image_dir: Path, readers: SpyReaders
+) -> None:
+    tree(image_dir, NAMES)
+    assert rescan(store, image_dir, readers).new == len(NAMES)
+    assert readers.parts == []
+    assert rescan(store, image_dir, readers).unchanged == len(NAMES)
+    assert len(readers.parts) > 4
