@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -52,6 +53,22 @@ log = logging.getLogger(__name__)
 # A file to read: the file, its row name, whether it had a row beside it in the
 # walk, and the merge it was found in.
 _Todo = tuple[FoundFile, str, bool, RowMerge]
+
+
+@dataclass(slots=True)
+class _Run:
+    """One reconcile as it goes: what the walk found so far, and what is to be read."""
+
+    root: Path
+    exact: bool  # whether the database orders names as the walk does
+    summary: ScanSummary
+    cancel: threading.Event | None
+    state: WalkState = field(default_factory=WalkState)
+    todo: list[_Todo] = field(default_factory=list)
+    seen: int = 0  # files the walk found
+    live: int = 0  # in parts: rows whose file was there when last seen
+    # In parts: each part's rows no file was found for.
+    leftovers: list[list[FileState]] = field(default_factory=list)
 
 
 class Readers(PartReaders, Protocol):
@@ -150,12 +167,11 @@ class Reconciler:
         missing (an unfinished walk cannot tell what is gone)."""
         started = time.monotonic()
         root = check_image_dir(self.image_dir)
-        summary = ScanSummary()
         self._in_flight = self._writing = None  # nothing left over from a failed run
         self._found_late = set()
         exact = self.store.names_in_code_point_order()
-        state = WalkState()
-        todo: list[_Todo] = []  # to read: file, row name, had a row beside it, its merge
+        run = _Run(root, exact, ScanSummary(), cancel)
+        summary = run.summary
         parts = self._parts(root, exact)
         self._parted = parts is not None
         try:
@@ -163,34 +179,31 @@ class Reconciler:
                 # The rows, read beside the walk in the same order: each file's row is
                 # taken as the walk finds it, so what is left at the end is what is gone.
                 rows = RowMerge(self.store.file_state_pages(), exact=exact)
-                seen = self._compare(root, rows, (None, None), state, todo, summary, cancel)
+                run.seen = self._compare(run, rows, (None, None))
                 leftover: Iterable[FileState] = rows.rest()
 
                 def live() -> int:
                     return rows.live  # once the rest is read
 
             else:
-                leftovers: list[list[FileState]] = []
-                seen, parts_live = self._compare_parts(
-                    root, parts, exact, state, todo, summary, cancel, leftovers
-                )
-                leftover = (row for rows_left in leftovers for row in rows_left)
+                self._compare_parts(run, parts)
+                leftover = (row for rows_left in run.leftovers for row in rows_left)
 
                 def live() -> int:
-                    return parts_live
+                    return run.live
 
             if not summary.interrupted:
-                self._record(todo, summary, cancel)
+                self._record(run.todo, summary, cancel)
             self._write_in_flight(summary)
             self._wait_for_writes()
             if self.progress is not None:
-                self.progress(seen, summary.read, summary.read_bytes)
+                self.progress(run.seen, summary.read, summary.read_bytes)
         finally:
             if self._writer is not None:
                 self._writer.shutdown()
                 self._writer = None
         if not summary.interrupted:
-            self._settle_gone(root, leftover, live, seen, state, summary)
+            self._settle_gone(root, leftover, live, run.seen, run.state, summary)
         summary.elapsed = time.monotonic() - started
         return summary
 
@@ -213,21 +226,11 @@ class Reconciler:
         every file is new, and comparing parts elsewhere would only cost their start."""
         return any(self.store.file_state_pages(page=1))
 
-    def _compare(
-        self,
-        root: Path,
-        rows: RowMerge,
-        names: NameRange,
-        state: WalkState,
-        todo: list[_Todo],
-        summary: ScanSummary,
-        cancel: threading.Event | None,
-        before: int = 0,
-    ) -> int:
+    def _compare(self, run: _Run, rows: RowMerge, names: NameRange) -> int:
         """Walk the tree (or the part `names` of it) beside its rows, and read, in
-        batches, what is new or changed; how many files the walk found. `before`:
-        files the reconcile went through before this part."""
-        progress = self.progress
+        batches, what is new or changed; how many files the walk found."""
+        progress, summary, cancel = self.progress, run.summary, run.cancel
+        before = run.seen  # files the reconcile went through before this part
 
         def tick(seen: int) -> bool:
             # What is not needed per file: the cancel flag, progress.
@@ -239,7 +242,8 @@ class Reconciler:
             return False
 
         tally = Tally()
-        files = walk(root, self.accept, state, names=names)
+        todo = run.todo
+        files = walk(run.root, self.accept, run.state, names=names)
         with closing(differences(files, rows, tally, tick)) as different:
             for found, name, merged in different:
                 todo.append((found, name, merged, rows))
@@ -250,98 +254,59 @@ class Reconciler:
         summary.unchanged += tally.unchanged
         return tally.seen
 
-    def _compare_parts(
-        self,
-        root: Path,
-        parts: list[NameRange],
-        exact: bool,
-        state: WalkState,
-        todo: list[_Todo],
-        summary: ScanSummary,
-        cancel: threading.Event | None,
-        leftovers: list[list[FileState]],
-    ) -> tuple[int, int]:
+    def _compare_parts(self, run: _Run, parts: list[NameRange]) -> None:
         """Compare the parts in the reading processes, and read what differs, in
-        batches; how many files the walk found, and how many rows are live. The rows
-        no file was found for go to `leftovers`."""
+        batches; the rows no file was found for go to `run.leftovers`."""
         assert self.readers is not None
-        seen = live = 0
+        summary = run.summary
         rest: NameRange | None = None  # walked here, in one piece
-        for names, part in compared_parts(self.readers, root, self.accept, parts, exact):
-            if cancel is not None and cancel.is_set():
+        for names, part in compared_parts(self.readers, run.root, self.accept, parts, run.exact):
+            if run.cancel is not None and run.cancel.is_set():
                 summary.interrupted = True
                 break
             if part is None:
                 # Too much differs to be sent back (or its process died): walked here,
                 # its files read as it goes.
-                found, rows_live = self._compare_here(
-                    root, names, exact, state, todo, summary, cancel, leftovers, seen
-                )
-                seen += found
-                live += rows_live
+                self._compare_here(run, names)
             else:
-                self._take_part(part, state, todo, summary, cancel, leftovers)
-                seen += part.tally.seen
-                live += part.live
+                self._take_part(run, part)
             if summary.interrupted:
                 break
             if self.progress is not None:
-                self.progress(seen, summary.read, summary.read_bytes)
-            if seen >= _MOSTLY_NEW_AFTER and 2 * summary.unchanged < seen:
+                self.progress(run.seen, summary.read, summary.read_bytes)
+            if run.seen >= _MOSTLY_NEW_AFTER and 2 * summary.unchanged < run.seen:
                 # Mostly new files (a first rescan, an archive copied in): comparing
                 # them elsewhere saves nothing, and the processes are better used
                 # reading them. The rest is walked here, in one piece.
                 rest = (names[1], None) if names[1] is not None else None
                 break
         if rest is not None and not summary.interrupted:
-            found, rows_live = self._compare_here(
-                root, rest, exact, state, todo, summary, cancel, leftovers, seen
-            )
-            seen += found
-            live += rows_live
-        return seen, live
+            self._compare_here(run, rest)
 
-    def _take_part(
-        self,
-        part: PartResult,
-        state: WalkState,
-        todo: list[_Todo],
-        summary: ScanSummary,
-        cancel: threading.Event | None,
-        leftovers: list[list[FileState]],
-    ) -> None:
+    def _take_part(self, run: _Run, part: PartResult) -> None:
         """What a part process found: its differences read, in batches, its counts kept."""
         merge = RowMerge(iter(()), exact=part.exact, parted=True)
+        todo, summary = run.todo, run.summary
         for found, name, merged in part.differences or ():
             todo.append((found, name, merged, merge))
             if len(todo) >= self.batch_size:
-                self._record(todo, summary, cancel)
+                self._record(todo, summary, run.cancel)
                 if summary.interrupted:
                     return
+        run.seen += part.tally.seen
+        run.live += part.live
         summary.unchanged += part.tally.unchanged
-        leftovers.append(part.leftover)
-        state.unreadable_dirs.extend(part.unreadable_dirs)
-        state.directories += part.directories
+        run.leftovers.append(part.leftover)
+        run.state.unreadable_dirs.extend(part.unreadable_dirs)
+        run.state.directories += part.directories
 
-    def _compare_here(
-        self,
-        root: Path,
-        names: NameRange,
-        exact: bool,
-        state: WalkState,
-        todo: list[_Todo],
-        summary: ScanSummary,
-        cancel: threading.Event | None,
-        leftovers: list[list[FileState]],
-        before: int,
-    ) -> tuple[int, int]:
-        """A part of the tree compared in this process; files found, live rows."""
-        rows = RowMerge(self.store.file_state_pages(names=names), exact=exact, parted=True)
-        seen = self._compare(root, rows, names, state, todo, summary, cancel, before)
-        if summary.interrupted:
-            return seen, 0
-        leftovers.append(list(rows.rest()))
-        return seen, rows.live
+    def _compare_here(self, run: _Run, names: NameRange) -> None:
+        """A part of the tree compared in this process."""
+        rows = RowMerge(self.store.file_state_pages(names=names), exact=run.exact, parted=True)
+        run.seen += self._compare(run, rows, names)
+        if not run.summary.interrupted:
+            run.leftovers.append(list(rows.rest()))
+            run.live += rows.live
 
     def _record(
         self,
