@@ -135,25 +135,26 @@ def _frame(directory: str, prefix: str, state: WalkState, names: NameRange) -> _
     # A directory is counted by the part of the tree it belongs to, not by every
     # part whose walk passes through it on the way down to its range.
     entries = _listing(directory, prefix, state, counted=lo is None or prefix >= lo)
-    entries.sort(key=_walk_order)
+    entries.sort(key=walk_position)
     # The names of images with a sidecar: usually none, then one test per image.
     sidecars = {e.name[: -len(SIDECAR_SUFFIX)] for e in entries if e.name.endswith(SIDECAR_SUFFIX)}
     if lo is not None and lo > prefix:
         # Entries wholly before lo: a file named below it, a directory whose names all are.
         skip = 0
-        while skip < len(entries) and _before(prefix + _walk_order(entries[skip]), lo):
+        while skip < len(entries) and _before(prefix + walk_position(entries[skip]), lo):
             skip += 1
         del entries[:skip]
     if hi is not None:
         keep = len(entries)
-        while keep and prefix + _walk_order(entries[keep - 1]) >= hi:
+        while keep and prefix + walk_position(entries[keep - 1]) >= hi:
             keep -= 1
         del entries[keep:]
     return iter(entries), prefix, sidecars
 
 
-def _walk_order(entry: os.DirEntry[str]) -> str:
-    # A directory sorts as its name and a slash, where the names inside it sort.
+def walk_position(entry: os.DirEntry[str]) -> str:
+    """Where the walk puts an entry: a file as its name, a directory as its name and a
+    slash, where the names inside it sort."""
     try:
         return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
     except OSError:
@@ -178,7 +179,8 @@ def _listing(
         with os.scandir(directory) as listing:
             entries = list(listing)
     except OSError as exc:
-        log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
+        if counted:  # else the part it belongs to says so
+            log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
         state.unreadable_dirs.append(prefix)
         return []
     state.directories += counted

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from imgwatch.files.names import ImageNameFilter
-from imgwatch.files.walk import WalkState, walk
+from imgwatch.files.walk import WalkState, walk, walk_position
 from imgwatch.model import FileState, NameRange
 from imgwatch.reconcile.merge import Difference, RowMerge, Tally, differences
 
@@ -56,7 +56,9 @@ class PartReaders(Protocol):
 
     def forks_from_here(self) -> bool: ...
 
-    def call(self, fn: Callable[..., PartResult], *args: object) -> Future[PartResult]: ...
+    def call(
+        self, fn: Callable[..., PartResult | None], *args: object
+    ) -> Future[PartResult | None]: ...
 
 
 # Differences a part process sends back at most; a part with more is walked again
@@ -72,9 +74,8 @@ PARTS_PER_PROCESS = 16
 class PartResult:
     """What a part process found in its part of the tree."""
 
-    # Files that differ from their rows (or have none); None: more than PART_LIMIT,
-    # the part is to be walked again in the reconcile's process.
-    differences: list[Difference] | None
+    # Files that differ from their rows (or have none).
+    differences: list[Difference]
     tally: Tally
     live: int  # rows in the part whose file was there when last seen
     # Rows the part found no file for: gone, or (see the module's docstring) a file
@@ -104,8 +105,12 @@ def can_split(readers: PartReaders, rows: PartRows) -> bool:
     return True
 
 
-def compare_part(root: Path, accept: ImageNameFilter, names: NameRange, exact: bool) -> PartResult:
-    """In a part process: walk the part beside its rows; what differs, and counts."""
+def compare_part(
+    root: Path, accept: ImageNameFilter, names: NameRange, exact: bool
+) -> PartResult | None:
+    """In a part process: walk the part beside its rows; what differs, and counts.
+    None where more than PART_LIMIT files differ: the part is to be walked again in
+    the reconcile's process."""
     assert _rows is not None, "part processes are forked after can_split()"
     rows = RowMerge(_rows.file_state_pages(names=names), exact=exact, parted=True)
     state = WalkState()
@@ -114,7 +119,7 @@ def compare_part(root: Path, accept: ImageNameFilter, names: NameRange, exact: b
     for difference in differences(walk(root, accept, state, names=names), rows, tally):
         found.append(difference)
         if len(found) > PART_LIMIT:
-            return PartResult(None, Tally(), 0, [], exact, [], 0)
+            return None
     leftover = list(rows.rest())
     return PartResult(
         found,
@@ -135,7 +140,7 @@ def compared_parts(
     enough to keep every process busy, few enough that results waiting for the
     caller (who may be reading files) hold little."""
     ahead = 2 * readers.processes
-    pending: deque[tuple[NameRange, Future[PartResult]]] = deque()
+    pending: deque[tuple[NameRange, Future[PartResult | None]]] = deque()
     todo = iter(parts)
     try:
         while True:
@@ -157,7 +162,7 @@ def compared_parts(
                 for part in todo:
                     yield part, None
                 return
-            yield part, result if result.differences is not None else None
+            yield part, result
     finally:
         for _, future in pending:
             future.cancel()
@@ -166,56 +171,44 @@ def compared_parts(
 def split(root: Path, parts: int) -> list[NameRange]:
     """The tree cut into about `parts` contiguous ranges of names, of about the same
     number of files, judged from the first levels of directories."""
-    # Units in walk order: (walk position, weight); a directory weighs what the
-    # directories listed so far held on average, a file 1.
-    units: list[tuple[str, bool]] = _listing(str(root), "")
+    # Units in walk order, by walk position (a directory's ends in a slash); a
+    # directory weighs what the directories listed so far held on average, a file 1.
+    units = _listing(str(root), "")
     listed, held = 1, len(units)
     for _ in range(3):  # deep enough for year/month/day trees
-        directories = sum(1 for _, is_dir in units if is_dir)
+        directories = sum(1 for unit in units if unit.endswith("/"))
         if directories == 0 or directories >= parts:
             break
-        deeper: list[tuple[str, bool]] = []
-        for key, is_dir in units:
-            if is_dir:
-                entries = _listing(os.path.join(root, key), key)
+        deeper: list[str] = []
+        for unit in units:
+            if unit.endswith("/"):
+                entries = _listing(os.path.join(root, unit), unit)
                 listed, held = listed + 1, held + len(entries)
                 deeper.extend(entries)
             else:
-                deeper.append((key, False))
+                deeper.append(unit)
         units = deeper
     per_directory = max(1.0, held / listed)
-    weights = [per_directory if is_dir else 1.0 for _, is_dir in units]
+    weights = [per_directory if unit.endswith("/") else 1.0 for unit in units]
     share = sum(weights) / parts
     bounds: list[str] = []
     so_far = 0.0
-    for (key, _), weight in zip(units, weights, strict=True):
+    for unit, weight in zip(units, weights, strict=True):
         # A part starts at a name the database orders as the walk does.
-        if so_far >= share * (len(bounds) + 1) and key.isprintable():
-            bounds.append(key)
+        if so_far >= share * (len(bounds) + 1) and unit.isprintable():
+            bounds.append(unit)
         so_far += weight
     los: list[str | None] = [None, *bounds]
     his: list[str | None] = [*bounds, None]
     return list(zip(los, his, strict=True))
 
 
-def _listing(directory: str, prefix: str) -> list[tuple[str, bool]]:
-    """A directory's entries as (walk position, is a directory), in walk order."""
+def _listing(directory: str, prefix: str) -> list[str]:
+    """A directory's entries by walk position, in walk order."""
     try:
         with os.scandir(directory) as listing:
-            entries = [
-                (prefix + e.name + "/" if is_dir else prefix + e.name, is_dir)
-                for e in listing
-                if not e.name.startswith(".")
-                for is_dir in (_is_dir(e),)
-            ]
+            entries = [prefix + walk_position(e) for e in listing if not e.name.startswith(".")]
     except OSError:
         return []  # the walk says why
     entries.sort()
     return entries
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir(follow_symlinks=False)
-    except OSError:
-        return False

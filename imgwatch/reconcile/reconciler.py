@@ -157,10 +157,9 @@ class Reconciler:
         self._in_flight: tuple[list[ToRead], list[Future[list[Outcome]]]] | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
-        # In parts: names whose row was found by name after their part's merge had
-        # none, so that no part takes such a row for gone (reconcile/parts.py).
-        self._parted = False
-        self._found_late: set[str] = set()
+        # In parts (else None): names whose row was found by name after their part's
+        # merge had none, so that no part takes such a row for gone (reconcile/parts.py).
+        self._found_late: set[str] | None = None
 
     def run(self, cancel: threading.Event | None = None) -> ScanSummary:
         """One reconcile. When `cancel` is set midway it stops early and marks nothing
@@ -168,12 +167,11 @@ class Reconciler:
         started = time.monotonic()
         root = check_image_dir(self.image_dir)
         self._in_flight = self._writing = None  # nothing left over from a failed run
-        self._found_late = set()
         exact = self.store.names_in_code_point_order()
         run = _Run(root, exact, ScanSummary(), cancel)
         summary = run.summary
         parts = self._parts(root, exact)
-        self._parted = parts is not None
+        self._found_late = set() if parts is not None else None
         try:
             if parts is None:
                 # The rows, read beside the walk in the same order: each file's row is
@@ -287,7 +285,7 @@ class Reconciler:
         """What a part process found: its differences read, in batches, its counts kept."""
         merge = RowMerge(iter(()), exact=part.exact, parted=True)
         todo, summary = run.todo, run.summary
-        for found, name, merged in part.differences or ():
+        for found, name, merged in part.differences:
             todo.append((found, name, merged, merge))
             if len(todo) >= self.batch_size:
                 self._record(todo, summary, run.cancel)
@@ -359,7 +357,7 @@ class Reconciler:
         for _, name, merged, merge in mine:
             if not merged and name in rows:
                 merge.found_late(name)
-                if self._parted:
+                if self._found_late is not None:
                     self._found_late.add(name)
         return [(found, rows.get(name)) for found, name, _, _ in mine]
 
@@ -438,7 +436,7 @@ class Reconciler:
         were live once it is read): missing, forgotten or purged, unless the
         mass-deletion guard holds them all (reconcile/deletions.py)."""
         gone: list[GoneRow] = []
-        found_late = self._found_late
+        found_late = self._found_late or set()
         for row in leftover:
             name = row[0]
             if (

@@ -250,18 +250,44 @@ def test_a_range_of_names_is_that_slice_of_the_walk(image_dir: Path) -> None:
             ], (lo, hi)
 
 
-def test_a_directory_outside_the_range_is_not_listed(image_dir: Path) -> None:
+def test_a_directory_outside_the_range_is_not_listed(
+    image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_image(image_dir / "a" / "1.jpg")
     write_image(image_dir / "m" / "1.jpg")
     write_image(image_dir / "z" / "1.jpg")
-    (image_dir / "a").chmod(0)
-    (image_dir / "z").chmod(0)
-    try:
-        state = WalkState()
-        found = [f.file_name for f in walk(image_dir, JPG_PNG, state, names=("b", "n"))]
-    finally:
-        (image_dir / "a").chmod(0o755)
-        (image_dir / "z").chmod(0o755)
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        listed.append(os.path.relpath(path, image_dir))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    state = WalkState()
+    found = [f.file_name for f in walk(image_dir, JPG_PNG, state, names=("b", "n"))]
     assert found == ["m/1.jpg"]
-    assert state.unreadable_dirs == []  # never tried
+    assert listed == [".", "m"]  # never a/ nor z/
     assert state.directories == 1  # m, not the root: that is the first part's
+
+
+def test_a_directory_above_the_range_that_cannot_be_listed_is_told_by_its_own_part(
+    image_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_image(image_dir / "a" / "m" / "1.jpg")
+    locked = str(image_dir / "a")
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    below, own = WalkState(), WalkState()
+    assert list(walk(image_dir, JPG_PNG, below, names=("a/m/", None))) == []
+    # Noted, so no row under it is taken for gone, but said by the part it is in.
+    assert below.unreadable_dirs == ["a/"] and "cannot list directory" not in caplog.text
+    assert list(walk(image_dir, JPG_PNG, own, names=(None, "a/m/"))) == []
+    assert own.unreadable_dirs == ["a/"]
+    assert caplog.text.count("cannot list directory 'a/'") == 1

@@ -291,6 +291,7 @@ def test_leftover_rows_of_a_part_are_its_gone_rows(store: ImageStore, image_dir:
     (image_dir / "b" / "x.jpg").unlink()
     parts.can_split(NoForks(), store)  # as a part process sees the store
     result = parts.compare_part(image_dir, ACCEPT, ("b/", "c/"), True)
+    assert result is not None
     assert result.differences == []
     assert [row[0] for row in result.leftover] == ["b/x.jpg"]
     assert (result.tally.seen, result.tally.unchanged, result.live) == (0, 0, 1)
