@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Engine, and_, create_engine, event, select
+from sqlalchemy import Column, Engine, Index, and_, create_engine, event, select
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -36,6 +36,8 @@ _IO_TIMEOUT_KEYS = ("read_timeout", "write_timeout")
 # MySQL errors that mean the settings are wrong, not that the server is down:
 # 1044/1045 access denied, 1049 unknown database.
 _MYSQL_CONFIG_ERRORS = {1044, 1045, 1049}
+# ER_DUP_KEYNAME: an index of that name exists.
+_DUPLICATE_KEY_NAME = 1061
 # Rows per statement when touching many ids at once (keeps IN (...) lists small).
 ID_CHUNK = 1000
 # MySQL's 1213: the transaction lost a write conflict and was rolled back. On a
@@ -120,10 +122,34 @@ class Database:
             return
         engine = self.engine if self.dialect == "sqlite" else create_engine_for(self.url, None)
         try:
-            schema.adopt(engine, changes)
+            for index in schema.adopt(engine, changes):
+                self._add_compare_index(engine, index)
         finally:
             if engine is not self.engine:
                 engine.dispose()
+
+    def _add_compare_index(self, engine: Engine, index: Index) -> None:
+        """Add the compare index (db/schema.py) to an existing table. A table from
+        an old MySQL may be MyISAM, whose keys hold 1,000 bytes, too few for it:
+        then reconciles read each row from the table, slower, and that is said
+        here rather than not start."""
+        log.info(
+            "adding index %s to table images in %s: once, a minute or more on a "
+            "table of millions of rows",
+            index.name,
+            self.display_url,
+        )
+        try:
+            with engine.begin() as conn:
+                index.create(conn)
+        except DBAPIError as exc:
+            if _mysql_error_code(exc) == _DUPLICATE_KEY_NAME:
+                return  # another daemon on the same database added it meanwhile
+            log.warning(
+                "could not add index %s to table images, reconciles will be slower: %s",
+                index.name,
+                describe_db_error(exc),
+            )
 
     @property
     def images_unadopted(self) -> bool:

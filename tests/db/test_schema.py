@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Any
+
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import URL
 
-from imgwatch.db.schema import TABLES, changes_needed, conditions, images, scans
+from imgwatch.db.schema import COMPARE_INDEX, TABLES, changes_needed, conditions, images, scans
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import ConfigError
 from imgwatch.model import STATE, TO_READ, KnownFile, Status
-from tests.db.records import ORIGINAL_ROWS, make_original_table, record
+from tests.db.records import ORIGINAL_DDL, ORIGINAL_ROWS, make_original_table, record
 from tests.rows import all_rows, file_states
 from tests.servers import MariaDB
 
@@ -188,3 +192,80 @@ def test_an_older_imgwatch_table_gets_only_the_columns_and_indexes_it_lacks(
         assert "ix_images_wp_media_id" in index_names
     finally:
         adopted.close()
+
+
+def test_mysql_reads_a_reconciles_rows_from_the_compare_index_alone(mariadb: MariaDB) -> None:
+    store = ImageStore(mariadb.create_database())
+    store.open()
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "GROUP_CONCAT" in statement:
+            statements.append(cursor.mogrify(statement, parameters))
+
+    try:
+        store.upsert([record(f"d/{n:03d}.jpg") for n in range(300)])
+        event.listen(store.engine, "before_cursor_execute", seen)
+        assert sum(len(p) for p in store.file_state_pages(100)) == 300
+        event.remove(store.engine, "before_cursor_execute", seen)
+        assert statements
+        with store.engine.connect() as conn:
+            for statement in statements:
+                plan = conn.exec_driver_sql("EXPLAIN " + statement).mappings().all()
+                # The page's own table access: the compare index, nothing read beside it.
+                (access,) = [p for p in plan if p["table"] == "images"]
+                assert access["key"] == COMPARE_INDEX, plan
+                assert "Using index" in (access["Extra"] or ""), plan
+    finally:
+        store.close()
+
+
+def test_sqlite_has_no_compare_index_and_does_not_lack_one(tmp_path: Path) -> None:
+    store = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
+    store.open()
+    try:
+        index_names = {ix["name"] for ix in inspect(store.engine).get_indexes("images")}
+        assert COMPARE_INDEX not in index_names
+        assert "ix_images_sha256" in index_names
+    finally:
+        store.close()
+    looked = ImageStore(URL.create("sqlite", database=str(tmp_path / "imgwatch.db")))
+    looked.open(create=False)
+    try:
+        assert looked.schema_changes == []
+    finally:
+        looked.close()
+
+
+def test_a_table_that_cannot_hold_the_compare_index_is_used_without_it(
+    mariadb: MariaDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = mariadb.create_database()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        # As an old MySQL made it: MyISAM, keys of at most 1,000 bytes, 3 bytes a character.
+        conn.execute(text(ORIGINAL_DDL.rstrip() + " ENGINE=MyISAM CHARACTER SET utf8mb3"))
+        conn.execute(text("INSERT INTO images (file_name) VALUES ('a.jpg')"))
+    engine.dispose()
+    store = ImageStore(url)
+    with caplog.at_level(logging.INFO, logger="imgwatch.db.engine"):
+        store.open()
+    try:
+        (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning.getMessage().startswith(
+            f"could not add index {COMPARE_INDEX} to table images, reconciles will be slower: "
+        )
+        assert "(1071)" in warning.getMessage()  # the key is too long
+        index_names = {ix["name"] for ix in inspect(store.engine).get_indexes("images")}
+        assert COMPARE_INDEX not in index_names and "ix_images_sha256" in index_names
+        assert set(file_states(store)) == {"a.jpg"}
+        store.upsert([record("b.jpg")])
+        assert set(file_states(store)) == {"a.jpg", "b.jpg"}
+    finally:
+        store.close()
+    again = ImageStore(url)
+    again.open(create=False)
+    try:  # still lacking: said again at the next start, which tries again
+        assert again.schema_changes == [f"add indexes {COMPARE_INDEX} to table images"]
+    finally:
+        again.close()
