@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
+import pytest
 from PIL import Image, PngImagePlugin
 
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP"}
@@ -33,6 +36,23 @@ def write_image(path: Path, width: int = 32, height: int = 24, color: str | None
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def listings(monkeypatch: pytest.MonkeyPatch, refused: Collection[str] = ()) -> list[str]:
+    """The directories the walk opens to list, in order, from now on; those in
+    `refused` refused at the system call, as chmod 000 does not stop root."""
+    listed: list[str] = []
+    real_open = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_DIRECTORY:
+            listed.append(str(path))
+            if str(path) in refused:
+                raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    return listed
 
 
 # --- images carrying metadata, as cameras and photo tools write it -------------------

@@ -8,6 +8,7 @@ and looks at one path at a time (find_one), by the same rules.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import stat
 from collections.abc import Iterator
@@ -81,63 +82,130 @@ def walk(
     on the way down, nothing per file of the tree.
     """
     state = state if state is not None else WalkState()
-    real_root = str(root)
-    start = os.path.join(real_root, subdir) if subdir else real_root
-    prefix = subdir + "/" if subdir else ""
-    extensions = accept.extensions
-    # One frame per directory on the way down: its sorted entries (an iterator that
-    # remembers how far the walk got), its prefix, and its images with a sidecar.
-    frames = [_frame(start, prefix, state, names)]
+    look = _Look(str(root), accept.extensions, state, names)
+    start = os.path.join(look.root, subdir) if subdir else look.root
+    # One frame per directory on the way down: what is left of its files and
+    # subdirectories, in walk order, with its prefix and its path.
+    frames = [_frame(look, start, subdir + "/" if subdir else "")]
     while frames:
-        entries, prefix, sidecars = frames[-1]
-        # This loop runs once per file of the archive: it keeps to what it must
-        # (one stat per candidate, nothing opened) and to cheap string tests.
-        for entry in entries:
-            name = entry.name
-            if name[0] == ".":  # dotfiles, `.#lock` files, rsync's `.name.XXXXXX`
-                continue
-            rel = prefix + name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if is_hidden_or_temp(name):
-                        continue
-                    # Down first: its names sort before this directory's next ones.
-                    frames.append(_frame(entry.path, rel + "/", state, names))
-                    break
-                low = name.lower()
-                if not low.endswith(extensions) or low.endswith(TEMP_SUFFIXES):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                if S_ISREG(st.st_mode):
-                    # FoundFile(...) without its Python-level __new__: half the cost.
-                    found = _new(
-                        FoundFile, (rel, entry.path, st.st_size, st.st_mtime_ns, None, None)
-                    )
-                else:
-                    found = classify(entry.path, rel, real_root, st)
-            except OSError as exc:
-                log.warning("cannot stat %r: %s", rel, exc.strerror)
-                continue
-            if sidecars and name in sidecars:
-                found = found._replace(sidecar_mtime_ns=sidecar_mtime(entry.path))
-            yield found
+        items, prefix, directory = frames[-1]
+        for item in items:
+            if isinstance(item, str):  # a subdirectory: down first, its names sort here
+                frames.append(_frame(look, directory + item[len(prefix) : -1], item))
+                break
+            yield item
         else:
             frames.pop()
 
 
-_new = tuple.__new__
+@dataclass(slots=True)
+class _Look:
+    """What a walk looks at each directory with."""
 
-_Frame = tuple[Iterator[os.DirEntry[str]], str, set[str]]
+    root: str
+    extensions: tuple[str, ...]
+    state: WalkState
+    names: NameRange
 
 
-def _frame(directory: str, prefix: str, state: WalkState, names: NameRange) -> _Frame:
-    lo, hi = names
+# A directory on the way down: its files (FoundFile) and subdirectories (their
+# prefix) still to walk, its prefix (relative to the root, with a slash), its
+# path (with a slash).
+_Frame = tuple[Iterator["FoundFile | str"], str, str]
+
+
+def _frame(look: _Look, directory: str, prefix: str) -> _Frame:
+    """A directory's candidate files, looked at, and its subdirectories, in walk
+    order, within the walk's range of names.
+
+    Listed and looked at in full before anything is yielded, through a handle
+    closed before the caller sees a file: none is held open while the caller
+    reads files (or abandons the walk). A file's stat goes through the handle:
+    the kernel resolves one name, not the whole path again, which saves a tenth
+    of a bare walk's time.
+    """
+    lo, hi = look.names
     # A directory is counted by the part of the tree it belongs to, not by every
     # part whose walk passes through it on the way down to its range.
-    entries = _listing(directory, prefix, state, counted=lo is None or prefix >= lo)
+    counted = lo is None or prefix >= lo
+    handle = _open(directory, prefix, look.state, counted)
+    if handle is None:
+        return iter(()), prefix, directory
+    try:
+        entries = _listing(handle, prefix, look.state, counted)
+        # The names of images with a sidecar, from all the entries: a range may end
+        # between an image and its sidecar. Usually none, then one test per image.
+        suffix = len(SIDECAR_SUFFIX)
+        sidecars = {e.name[:-suffix] for e in entries if e.name.endswith(SIDECAR_SUFFIX)}
+        # Most directories lie wholly inside the range: sorted by name, in C, and
+        # their subdirectories, if any, put in place after.
+        whole = (lo is None or lo <= prefix) and (hi is None or not hi.startswith(prefix))
+        if whole:
+            entries.sort(key=_NAME)
+        else:
+            _keep_range(entries, prefix, lo, hi)
+        items = _looked_at(entries, sidecars, look, os.path.join(directory, ""), prefix)
+    finally:
+        os.close(handle)
+    if whole and str in map(type, items):  # a subdirectory among them (in C)
+        # `a/` sorts after `a.jpg` and `a-2.jpg`, not before them (walk_position).
+        items.sort(key=_position)
+    return iter(items), prefix, os.path.join(directory, "")
+
+
+_NAME = operator.attrgetter("name")
+
+
+def _position(item: FoundFile | str) -> str:
+    return item if isinstance(item, str) else item.file_name
+
+
+def _looked_at(
+    entries: list[os.DirEntry[str]], sidecars: set[str], look: _Look, directory: str, prefix: str
+) -> list[FoundFile | str]:
+    """The entries that are candidate files, stat'ed, and subdirectories, by name."""
+    extensions = look.extensions
+    items: list[FoundFile | str] = []
+    # This loop runs once per file of the archive: it keeps to what it must (one
+    # stat per candidate, nothing opened) and to cheap string tests.
+    for entry in entries:
+        name = entry.name
+        if name[0] == ".":  # dotfiles, `.#lock` files, rsync's `.name.XXXXXX`
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if not is_hidden_or_temp(name):
+                    items.append(prefix + name + "/")
+                continue
+            low = name.lower()
+            if not low.endswith(extensions) or low.endswith(TEMP_SUFFIXES):
+                continue
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            log.warning("cannot stat %r: %s", prefix + name, exc.strerror)
+            continue
+        if S_ISREG(st.st_mode):
+            # FoundFile(...) without its Python-level __new__: half the cost.
+            found = _new(
+                FoundFile, (prefix + name, directory + name, st.st_size, st.st_mtime_ns, None, None)
+            )
+        else:
+            found = classify(directory + name, prefix + name, look.root, st)
+        if sidecars and name in sidecars:
+            found = found._replace(sidecar_mtime_ns=sidecar_mtime(directory + name))
+        items.append(found)
+    return items
+
+
+_new = tuple.__new__
+
+
+def _keep_range(
+    entries: list[os.DirEntry[str]], prefix: str, lo: str | None, hi: str | None
+) -> None:
+    """Sort a directory's entries in walk order, and drop those wholly outside the
+    range of names lo <= name < hi."""
     entries.sort(key=walk_position)
-    # The names of images with a sidecar: usually none, then one test per image.
-    sidecars = {e.name[: -len(SIDECAR_SUFFIX)] for e in entries if e.name.endswith(SIDECAR_SUFFIX)}
     if lo is not None and lo > prefix:
         # Entries wholly before lo: a file named below it, a directory whose names all are.
         skip = 0
@@ -149,7 +217,6 @@ def _frame(directory: str, prefix: str, state: WalkState, names: NameRange) -> _
         while keep and prefix + walk_position(entries[keep - 1]) >= hi:
             keep -= 1
         del entries[keep:]
-    return iter(entries), prefix, sidecars
 
 
 def walk_position(entry: os.DirEntry[str]) -> str:
@@ -167,24 +234,31 @@ def _before(order: str, lo: str) -> bool:
     return order[:-1] + "0" <= lo if order.endswith("/") else order < lo
 
 
-def _listing(
-    directory: str, prefix: str, state: WalkState, *, counted: bool = True
-) -> list[os.DirEntry[str]]:
-    """A directory's entries; none (noted in state) when it cannot be listed.
-
-    Listed in full before anything is yielded: the directory handle is not held
-    open while the caller reads files (or abandons the walk).
-    """
+def _open(directory: str, prefix: str, state: WalkState, counted: bool) -> int | None:
+    """A handle on the directory, or None (noted in state) when it cannot be opened."""
     try:
-        with os.scandir(directory) as listing:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        _unlistable(prefix, exc, state, counted)
+        return None
+
+
+def _listing(handle: int, prefix: str, state: WalkState, counted: bool) -> list[os.DirEntry[str]]:
+    """A directory's entries; none (noted in state) when it cannot be listed."""
+    try:
+        with os.scandir(handle) as listing:
             entries = list(listing)
     except OSError as exc:
-        if counted:  # else the part it belongs to says so
-            log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
-        state.unreadable_dirs.append(prefix)
+        _unlistable(prefix, exc, state, counted)
         return []
     state.directories += counted
     return entries
+
+
+def _unlistable(prefix: str, exc: OSError, state: WalkState, counted: bool) -> None:
+    if counted:  # else the part it belongs to says so
+        log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
+    state.unreadable_dirs.append(prefix)
 
 
 _SPECIAL = {

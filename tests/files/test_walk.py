@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from imgwatch.errors import ConfigError
 from imgwatch.files.names import ImageNameFilter
 from imgwatch.files.walk import FoundFile, WalkState, check_image_dir, find_one, walk
-from tests.imagefiles import write_image
+from tests.imagefiles import listings, write_image
 
 JPG_PNG = ImageNameFilter([".jpg", ".png"])
 
@@ -112,16 +113,7 @@ def test_an_unreadable_directory_is_noted_and_the_rest_walked(
     write_image(image_dir / "top.jpg")
     write_image(image_dir / "locked" / "a.jpg")
     write_image(image_dir / "open" / "b.jpg")
-    locked = str(image_dir / "locked")
-    real_scandir = os.scandir
-
-    # chmod 000 does not stop root, so the refusal is made at the system call.
-    def scandir(path: str) -> object:
-        if str(path) == locked:
-            raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    listings(monkeypatch, refused=[str(image_dir / "locked")])
     state = WalkState()
     assert set(found_in_state(image_dir, state)) == {"top.jpg", "open/b.jpg"}
     assert state.unreadable_dirs == ["locked/"]
@@ -132,11 +124,7 @@ def test_an_unreadable_root_yields_nothing_and_says_so(
     image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_image(image_dir / "a.jpg")
-
-    def refuse(path: str) -> object:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    listings(monkeypatch, refused=[str(image_dir)])
     state = WalkState()
     assert found_in_state(image_dir, state) == []
     assert (state.unreadable_dirs, state.directories) == ([""], 0)
@@ -152,16 +140,33 @@ def test_the_directories_listed_are_counted(image_dir: Path) -> None:
 
 
 def test_a_file_gone_between_the_listing_and_its_stat_is_passed_over(
-    image_dir: Path, caplog: pytest.LogCaptureFixture
+    image_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("a.jpg", "b.jpg"):
         write_image(image_dir / name)
+    real_scandir = os.scandir
+
+    def scandir(handle: int) -> AbstractContextManager[list[os.DirEntry[str]]]:
+        with real_scandir(handle) as listing:
+            entries = list(listing)
+        (image_dir / "b.jpg").unlink()  # deleted just after the listing
+        return nullcontext(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [f.file_name for f in walk(image_dir, JPG_PNG)] == ["a.jpg"]
+    assert "cannot stat 'b.jpg': No such file or directory" in caplog.text
+
+
+def test_a_file_gone_after_its_directory_was_walked_is_still_yielded_once(
+    image_dir: Path,
+) -> None:
+    # Its directory was looked at in full first: the reader finds it gone.
+    for name in ("a.jpg", "b.jpg"):
+        write_image(image_dir / name)
     files = walk(image_dir, JPG_PNG)
-    first = next(files)
-    other = "b.jpg" if first.file_name == "a.jpg" else "a.jpg"
-    (image_dir / other).unlink()  # deleted while the caller read the first one
-    assert list(files) == []
-    assert f"cannot stat {other!r}: No such file or directory" in caplog.text
+    assert next(files).file_name == "a.jpg"
+    (image_dir / "b.jpg").unlink()
+    assert [f.file_name for f in files] == ["b.jpg"]
 
 
 def test_no_directory_is_held_open_between_files(image_dir: Path) -> None:
@@ -250,24 +255,27 @@ def test_a_range_of_names_is_that_slice_of_the_walk(image_dir: Path) -> None:
             ], (lo, hi)
 
 
+def test_a_range_that_ends_between_an_image_and_its_sidecar_sees_the_sidecar(
+    image_dir: Path,
+) -> None:
+    write_image(image_dir / "a.jpg")
+    (image_dir / "a.jpg.json").write_text("{}")
+    for names in [(None, "a.jpg.json"), ("a.jpg", "a.jpg.json"), (None, None)]:
+        (found,) = walk(image_dir, JPG_PNG, names=names)
+        assert found.sidecar_mtime_ns == (image_dir / "a.jpg.json").stat().st_mtime_ns, names
+
+
 def test_a_directory_outside_the_range_is_not_listed(
     image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_image(image_dir / "a" / "1.jpg")
     write_image(image_dir / "m" / "1.jpg")
     write_image(image_dir / "z" / "1.jpg")
-    listed: list[str] = []
-    real_scandir = os.scandir
-
-    def scandir(path: str) -> object:
-        listed.append(os.path.relpath(path, image_dir))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    listed = listings(monkeypatch)
     state = WalkState()
     found = [f.file_name for f in walk(image_dir, JPG_PNG, state, names=("b", "n"))]
     assert found == ["m/1.jpg"]
-    assert listed == [".", "m"]  # never a/ nor z/
+    assert [os.path.relpath(d, image_dir) for d in listed] == [".", "m"]  # never a/ nor z/
     assert state.directories == 1  # m, not the root: that is the first part's
 
 
@@ -275,15 +283,7 @@ def test_a_directory_above_the_range_that_cannot_be_listed_is_told_by_its_own_pa
     image_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_image(image_dir / "a" / "m" / "1.jpg")
-    locked = str(image_dir / "a")
-    real_scandir = os.scandir
-
-    def scandir(path: str) -> object:
-        if str(path) == locked:
-            raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    listings(monkeypatch, refused=[str(image_dir / "a")])
     below, own = WalkState(), WalkState()
     assert list(walk(image_dir, JPG_PNG, below, names=("a/m/", None))) == []
     # Noted, so no row under it is taken for gone, but said by the part it is in.

@@ -19,7 +19,7 @@ from imgwatch.files.walk import FoundFile
 from imgwatch.model import ImageRecord, ScanSummary, Status
 from imgwatch.reconcile import reconciler as scanner_module
 from imgwatch.reconcile.reconciler import Claims, Reconciler
-from tests.imagefiles import sha256_of, write_image
+from tests.imagefiles import listings, sha256_of, write_image
 from tests.rows import all_rows, file_states, row_of
 
 
@@ -237,16 +237,7 @@ def test_unreadable_directory_does_not_mark_its_files_missing(
     write_image(image_dir / "open" / "stays.jpg")
     reconcile(store, image_dir)
     (image_dir / "open" / "b.jpg").unlink()
-    real_scandir = os.scandir
-    locked = str(image_dir.resolve() / "locked")
-
-    # chmod 000 does not stop root, so the refusal is simulated at the system call.
-    def scandir(path: str) -> object:
-        if str(path) == locked:
-            raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    listings(monkeypatch, refused=[str(image_dir.resolve() / "locked")])
     summary = reconcile(store, image_dir)
     assert summary.missing == 1
     assert (row_of(store, "locked/a.jpg") or {})["status"] == Status.DONE
