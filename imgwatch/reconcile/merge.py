@@ -48,16 +48,19 @@ def differences(
     """The walk's files that are new or changed, each beside its row; `tally`
     counts the rest. `tick(files so far)`, every TICK_EVERY files, stops the
     comparison when it returns True."""
-    take = rows.take
+    take, next_unchanged = rows.take, rows.next_unchanged
     before_seen, before_same = tally.seen, tally.unchanged
     seen = same = 0
     try:
         # This loop runs once per file of the archive: a settled one takes only the
-        # `continue`, nothing read, nothing kept.
+        # first `continue`, nothing read, nothing kept.
         for found in files:
             seen += 1
             if tick is not None and not seen % TICK_EVERY and tick(before_seen + seen):
                 return
+            if next_unchanged(found):
+                same += 1
+                continue
             file_name = found.file_name
             name = file_name if is_plain(file_name) else row_name(file_name)
             row = take(name)
@@ -93,6 +96,17 @@ class RowMerge:
         # Rows found by name after the merge had none for them, still to come.
         self._late: set[str] = set()
         self.live = 0  # rows read so far whose file was there when last seen
+
+    def next_unchanged(self, found: FoundFile) -> bool:
+        """Whether the next row is named exactly as `found` and says the file is
+        unchanged; that row is taken then. The path of a settled archive, in one
+        call, before the file's row name is worked out (files/names.py: row_name):
+        a file named as a row is that row's."""
+        page, at = self._page, self._at
+        if at < len(page) and page[at][0] == found[0] and unchanged(page[at], found):
+            self._at = at + 1
+            return True
+        return False
 
     def take(self, name: str) -> FileState | None:
         """The row named `name`, or None if there is none (so far as the rows read
