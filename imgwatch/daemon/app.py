@@ -198,6 +198,9 @@ class Daemon:
     def _start_threads(self) -> None:
         self.writer.start()
         self.files.start()
+        # The reading processes too, in the background: a first burst then finds
+        # them ready (about 30 MB between them, the fork server included).
+        self.files.prepare_readers()
         if self.uploads is not None:
             self.uploads.start()
         self.reconciles.start()

@@ -66,6 +66,11 @@ class FileWorkers(StageThreads[str]):
         self._reading: dict[str, float] = {}  # key -> when a worker started on it
         self.readers = readers
 
+    def prepare_readers(self) -> None:
+        """Start the reading processes ahead of a burst, if there are any."""
+        if self.readers is not None:
+            self.readers.prepare()
+
     def stuck(self, limit: float) -> str | None:
         """A file some worker has been reading for longer than limit seconds (a hung
         network mount, a dead disk), or None."""

@@ -58,6 +58,8 @@ class ProcessReaders:
         self.fork_server = fork_server
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._preparing: threading.Thread | None = None
+        self._closed = False
 
     def available(self) -> bool:
         """Whether the processes can be used: they are started on first use; forked
@@ -69,6 +71,29 @@ class ProcessReaders:
         """Whether the processes are still to be forked from this process, which has
         one thread: they will inherit what it holds now (reconcile/parts.py)."""
         return not self.fork_server and self._pool is None and threading.active_count() == 1
+
+    def prepare(self) -> None:
+        """Start the processes in the background, if they are not running (the
+        daemon: when it starts, and when a directory arrives). Started on a
+        burst's first batch instead, the fork server and its processes took a
+        fifth of the time a burst of 10,000 small files took. Only from a fork
+        server: a rescan forks them itself when it has one thread."""
+        with self._lock:
+            if not self.fork_server or self._pool or self._preparing or self._closed:
+                return
+            self._preparing = threading.Thread(
+                target=self._prepare, name="readers-start", daemon=True
+            )
+            self._preparing.start()
+
+    def _prepare(self) -> None:
+        try:
+            pool = self._started()
+            # A call per process: the executor forks them as calls come.
+            for future in [pool.submit(os.getpid) for _ in range(self.processes)]:
+                future.result()
+        except Exception as exc:  # noqa: BLE001 - the first batch starts them, and says why not
+            log.debug("reading processes not started ahead: %s", exc)
 
     def call(self, fn: Callable[..., T], *args: object) -> Future[T]:
         """fn(*args) in one of the processes (fn and args are sent there by pickle)."""
@@ -121,6 +146,12 @@ class ProcessReaders:
         or is stuck (a hung network mount), and a stop must not wait on that."""
         with self._lock:
             pool, self._pool = self._pool, None
+            self._closed = True
+            preparing = self._preparing
+        if preparing is not None:
+            preparing.join()  # short: a fork server and its processes starting
+            with self._lock:
+                pool, self._pool = pool or self._pool, None
         if pool is None:
             return
         processes = list((pool._processes or {}).values())  # the executor keeps no other handle

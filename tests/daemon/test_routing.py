@@ -3,10 +3,13 @@ events; changes queued before a drop routed before the reset."""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from imgwatch.config import load_settings
 from imgwatch.daemon.app import Daemon
@@ -104,3 +107,21 @@ def test_a_directory_that_arrives_is_walked_as_the_debouncer_has_room(
     assert fed == names
     d.router.take_changes()
     assert len(d.router.debouncer) == 0
+
+
+def test_a_directory_that_arrives_starts_the_reading_processes(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # reading processes on any machine
+    (image_dir / "in").mkdir()
+    (image_dir / "in" / "a.jpg").write_bytes(b"x")
+    d = _daemon(tmp_path, image_dir, workers=2)
+    readers = d.files.readers
+    assert readers is not None and readers._pool is None  # none before a burst
+    try:
+        d.router.route(Change("dir_created", str(d.root / "in")))
+        assert readers._preparing is not None  # starting, in the background
+        readers._preparing.join(30)
+        assert readers._pool is not None
+    finally:
+        readers.close()

@@ -165,3 +165,46 @@ def test_a_reading_process_that_dies_leaves_its_files_to_the_rescan(
     assert summary.new == len(names)
     assert store.counts_by_status() == {Status.DONE: len(names)}
     assert caplog.text.count("a reading process died; reading the rest in this process") == 1
+
+
+def _children() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+
+
+def test_the_daemons_readers_are_started_ahead_and_stopped_after() -> None:
+    readers = ProcessReaders(2, fork_server="INFO")
+    try:
+        readers.prepare()  # returns at once; the processes start in the background
+        readers.prepare()  # once
+        assert readers._preparing is not None
+        readers._preparing.join(30)
+        pool = readers._pool
+        assert pool is not None
+        processes = list((pool._processes or {}).values())
+        assert len(processes) == 2 and all(p.is_alive() for p in processes)
+        assert readers.call(os.getpid).result(10) in {p.pid for p in processes}
+    finally:
+        readers.close()
+    for process in processes:
+        process.join(10)
+        assert not process.is_alive()
+    readers.prepare()  # closed: not started again
+    assert readers._pool is None
+
+
+def test_a_close_while_the_readers_start_leaves_none_running() -> None:
+    before = _children()
+    readers = ProcessReaders(2, fork_server="INFO")
+    readers.prepare()
+    readers.close()  # at once: waits for the start, then stops what it started
+    assert readers._pool is None
+    for process in multiprocessing.active_children():
+        if process.pid not in before:
+            process.join(10)
+    assert _children() <= before
+
+
+def test_a_rescans_readers_are_not_started_ahead() -> None:
+    readers = ProcessReaders(2)  # forked from the rescan itself, while it has one thread
+    readers.prepare()
+    assert readers._preparing is None and readers._pool is None
