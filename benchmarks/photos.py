@@ -2,8 +2,14 @@
 `sha256sum` of the same files run as 2 parallel processes (the floor of reading
 and hashing them), in one run, one table.
 
-    .venv/bin/python benchmarks/photos.py                 # 1,000 files of 3-6 MB
-    .venv/bin/python benchmarks/photos.py --files 200     # quicker
+    .venv/bin/python benchmarks/photos.py                     # 1,000 files of 3-6 MB
+    .venv/bin/python benchmarks/photos.py --files 200         # quicker
+    .venv/bin/python benchmarks/photos.py --files 100,1000,3000   # how cost grows
+
+Each size is a run of its own (new files, new databases); the table gives, per
+size and path, the time per photo, MB/s, and the peak RSS: the rescan's largest
+process (wait4's ru_maxrss, its reading processes included), the daemon's main
+process (VmHWM, once every photo is recorded).
 
 The files are real camera-sized JPEGs: a few distinct 4000x3000 photos of noise
 (large, since noise does not compress), each copy made distinct by a comment
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -34,6 +41,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.growth import rescan as rescan_process  # noqa: E402
+from benchmarks.growth import status_kib  # noqa: E402
 from tests.daemonproc import DaemonProcess  # noqa: E402
 
 DISTINCT = 12  # distinct photos; the rest are copies with their own comment
@@ -121,16 +130,9 @@ def env_for(tree: Path, db: Path) -> dict[str, str]:
     return env
 
 
-def rescan(tree: Path, db: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "imgwatch", "--rescan"],
-        env=env_for(tree, db),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        check=True,
-    )
-    return time.perf_counter() - start
+def rescan(tree: Path, db: Path) -> tuple[float, int]:
+    """Seconds and peak RSS (KiB) of one `imgwatch --rescan`."""
+    return rescan_process(tree, f"sqlite:///{db}")
 
 
 def rows(db: Path) -> int:
@@ -143,8 +145,9 @@ def rows(db: Path) -> int:
         return -1
 
 
-def daemon(staging: Path, tree: Path, db: Path, count: int, work: Path) -> float:
-    """Seconds from the directory moved in to its last row committed, minus the quiet period."""
+def daemon(staging: Path, tree: Path, db: Path, count: int, work: Path) -> tuple[float, int]:
+    """Seconds from the directory moved in to its last row committed (its files take
+    the fast path, not the quiet period); and the daemon's peak RSS (KiB) then."""
     env = env_for(tree, db)
     env["IMGWATCH_LOG_LEVEL"] = "INFO"
     quiet = 0.3
@@ -160,51 +163,78 @@ def daemon(staging: Path, tree: Path, db: Path, count: int, work: Path) -> float
             if time.monotonic() > deadline:
                 raise RuntimeError("the daemon did not record every photo in time")
             time.sleep(0.02)
-        return time.perf_counter() - start - quiet
+        took = time.perf_counter() - start
+        return took, status_kib(proc.process.pid, "VmHWM:")
     finally:
         proc.stop()
 
 
+@dataclass
+class SizeRun:
+    """One size's figures."""
+
+    files: int
+    mb: float
+    floor: float  # sha256sum, 2 processes: MB/s
+    hashlib: float  # hashlib, 2 processes: MB/s
+    paths: list[tuple[str, float, int]]  # (path, seconds, peak RSS KiB)
+
+
+def run_size(count: int, work: Path) -> SizeRun:
+    staging, tree = work / "staging", work / "tree"
+    tree.mkdir()
+    total = make_photos(staging, count)
+    mb = total / 1e6
+    print(f"{count:,} photos, {mb:,.0f} MB ({mb / count:.1f} MB each)", flush=True)
+    warm(staging)
+    floor = sha256sum_floor(staging)
+    # The daemon first: the directory moves into the watched tree...
+    through_daemon, daemon_kib = daemon(staging, tree, work / "daemon.db", count, work)
+    warm(tree)
+    # ... and the rescan then records the same files into a database of its own.
+    through_rescan, rescan_kib = rescan(tree, work / "rescan.db")
+    floor_again = sha256sum_floor(tree / "photos")
+    hashlib_time = hashlib_floor(tree / "photos")
+    return SizeRun(
+        count,
+        mb,
+        mb / min(floor, floor_again),
+        mb / hashlib_time,
+        [
+            ("imgwatch --rescan", through_rescan, rescan_kib),
+            ("the daemon", through_daemon, daemon_kib),
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--files", default="1000", help="photos; comma-separated to sweep")
     parser.add_argument("--work", type=Path, help="where the files go (default: a temp dir)")
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="imgwatch-photos-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        staging, tree = work / "staging", work / "tree"
-        tree.mkdir()
-        total = make_photos(staging, args.files)
-        mb = total / 1e6
-        print(f"{args.files:,} photos, {mb:,.0f} MB ({mb / args.files:.1f} MB each)", flush=True)
-        warm(staging)
-        floor = sha256sum_floor(staging)
-        # The daemon first: the directory moves into the watched tree...
-        through_daemon = daemon(staging, tree, work / "daemon.db", args.files, work)
-        warm(tree)
-        # ... and the rescan then records the same files into a database of its own.
-        through_rescan = rescan(tree, work / "rescan.db")
-        floor_again = sha256sum_floor(tree / "photos")
-        hashlib_time = hashlib_floor(tree / "photos")
-    finally:
-        if args.work is None:
+    runs: list[SizeRun] = []
+    for count in (int(x) for x in args.files.split(",")):
+        work = (args.work or Path(tempfile.mkdtemp(prefix="imgwatch-photos-"))) / f"{count}"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            runs.append(run_size(count, work))
+        finally:
             shutil.rmtree(work, ignore_errors=True)
-    floor_rate = mb / min(floor, floor_again)
-    hashlib_rate = mb / hashlib_time
     print()
     print(
-        "| path | MB/s | floor: sha256sum, 2 processes | ratio "
-        "| Python hashlib, 2 processes | ratio | goal |"
+        "| photos | path | per photo | MB/s | floor: sha256sum, 2 processes | ratio "
+        "| Python hashlib, 2 processes | ratio | peak RSS | goal |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for label, seconds in (("imgwatch --rescan", through_rescan), ("the daemon", through_daemon)):
-        rate = mb / seconds
-        print(
-            f"| {label}, {args.files:,} photos | {rate:,.0f} MB/s | {floor_rate:,.0f} MB/s "
-            f"| {rate / floor_rate:.2f}x | {hashlib_rate:,.0f} MB/s | {rate / hashlib_rate:.2f}x "
-            "| >= 0.8x sha256sum |"
-        )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        for label, seconds, kib in run.paths:
+            rate = run.mb / seconds
+            print(
+                f"| {run.files:,} | {label} | {seconds / run.files * 1e3:.1f} ms "
+                f"| {rate:,.0f} MB/s | {run.floor:,.0f} MB/s | {rate / run.floor:.2f}x "
+                f"| {run.hashlib:,.0f} MB/s | {rate / run.hashlib:.2f}x | {kib / 1024:.0f} MB "
+                "| >= 0.8x sha256sum |"
+            )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ Scenarios (sizes at --scale 1; --scale multiplies the file counts):
 1. unchanged reconcile of 10,000 recorded files (SQLite) vs a bare scandir+stat walk
 2. bulk import of 1,000 new small images into MariaDB vs one insert+commit per file
    (the original service) and vs the floor (hash the bytes + one batched insert)
-3. burst: 1,000 files dropped into the running daemon; files/s until the last row
-   is committed, minus the quiet period; beside the floor of scenario 2
+3. burst: 1,000 files dropped into the running daemon (a directory moved in);
+   files/s from the rename until the last row is committed; beside the floor of
+   scenario 2. Not minus the quiet period: the files of a directory moved in take
+   the fast path (one look 50 ms later), which the quiet period is not part of
 4. latency: one file closed -> its row committed, p50/p95 over 50 files (200 at
    --scale 4 and up; a closed file takes the fast path, so no quiet period to
    subtract); beside the floor for one file (stat + hash + insert)
@@ -245,7 +247,7 @@ def burst(work: Path, n: int, floor_rate: float) -> Row:
         done = daemon.wait_rows(lambda c: c >= n, 600)
     finally:
         daemon.stop()
-    rate = n / max(done - start - QUIET, 1e-6)
+    rate = n / (done - start)
     return (
         f"3 burst into the daemon, {n:,} files",
         f"{rate:,.0f} files/s",
