@@ -24,7 +24,7 @@ as its own process the way a user runs it,
     Kept work dirs keep the staging tree too (--no-burst skips it).
 SQLite by default; --mariadb also runs both rescans against the test MariaDB, with
 room for the table in its cache (--buffer-pool, 1G), as a production server has.
-Photo-sized files are not swept here: benchmarks/photos.py measures those.
+Photo-sized files are swept by benchmarks/photos.py (--files 100,1000,3000).
 
 Peak RSS is the largest process's (wait4's ru_maxrss, or the daemon's VmHWM: its
 main process, not the reading processes a burst starts). A daemon that dies, hangs
