@@ -256,8 +256,15 @@ def _listing(handle: int, prefix: str, state: WalkState, counted: bool) -> list[
 
 
 def _unlistable(prefix: str, exc: OSError, state: WalkState, counted: bool) -> None:
+    """Note a directory the walk could not list: its rows are not taken for gone."""
     if counted:  # else the part it belongs to says so
-        log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
+        if isinstance(exc, FileNotFoundError) and prefix:
+            # Moved or deleted since its parent was listed, or since it arrived (the
+            # daemon walks an arrived directory as it has room): nothing is wrong.
+            # (The image directory itself gone is: a share that went away.)
+            log.info("directory %r went away before it was walked", prefix or ".")
+        else:
+            log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
     state.unreadable_dirs.append(prefix)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -253,6 +255,27 @@ def test_a_range_of_names_is_that_slice_of_the_walk(image_dir: Path) -> None:
             assert got == [
                 n for n in whole if (lo is None or n >= lo) and (hi is None or n < hi)
             ], (lo, hi)
+
+
+def test_a_directory_gone_before_it_is_walked_is_no_warning(
+    image_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_image(image_dir / "in" / "a.jpg")
+    files = walk(image_dir, JPG_PNG, state := WalkState(), subdir="in")
+    shutil.rmtree(image_dir / "in")  # moved away before the daemon walked it
+    with caplog.at_level(logging.INFO):
+        assert list(files) == []
+    assert "directory 'in/' went away before it was walked" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert state.unreadable_dirs == ["in/"]  # its rows are not taken for gone by this walk
+
+
+def test_the_image_directory_gone_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert list(walk(tmp_path / "share", JPG_PNG, state := WalkState())) == []
+    assert "cannot list directory '.': No such file or directory" in caplog.text
+    assert state.unreadable_dirs == [""]
 
 
 def test_a_range_that_ends_between_an_image_and_its_sidecar_sees_the_sidecar(
