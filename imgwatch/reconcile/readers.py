@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -109,8 +111,8 @@ class ProcessReaders:
                     self._pool = ProcessPoolExecutor(
                         self.processes,
                         mp_context=server,
-                        initializer=configure_logging,
-                        initargs=(self.fork_server,),
+                        initializer=_reader_start,
+                        initargs=(self.fork_server, os.getpid()),
                     )
                 else:
                     # All processes are forked now, before the pool starts its own thread.
@@ -167,6 +169,36 @@ class ProcessReaders:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _reader_start(log_level: str, daemon: int) -> None:
+    """In a reading process of the daemon's fork server: the daemon's logging, and
+    an end of its own when the daemon's process is gone."""
+    configure_logging(log_level)
+    threading.Thread(target=_end_with, args=(daemon,), name="end-with-daemon", daemon=True).start()
+
+
+def _end_with(pid: int) -> None:
+    """Exit once process pid has. A daemon killed outright (SIGKILL, the OOM killer)
+    never tells its reading processes to stop: they would wait for work for good,
+    and keep the fork server, which waits for every process it forked, with them.
+    (Under systemd the unit's leftover processes are killed anyway; run by hand or
+    under another supervisor they were not.)"""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except OSError:  # no pidfd (Linux before 5.3): ask every few seconds
+        while True:
+            time.sleep(2.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+    select.select([handle], [], [])  # readable once the process has exited
+    os._exit(0)
 
 
 def reader_processes(workers: int) -> int:

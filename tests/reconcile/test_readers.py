@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -22,6 +25,8 @@ from imgwatch.reconcile.readers import ProcessReaders, reader_processes
 from imgwatch.reconcile.reconciler import Reconciler
 from tests.imagefiles import sha256_of, write_image
 from tests.rows import all_rows
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class CountingReaders(ProcessReaders):
@@ -208,3 +213,47 @@ def test_a_rescans_readers_are_not_started_ahead() -> None:
     readers = ProcessReaders(2)  # forked from the rescan itself, while it has one thread
     readers.prepare()
     assert readers._preparing is None and readers._pool is None
+
+
+OWNER = """
+import os, sys, time
+from imgwatch.reconcile.readers import ProcessReaders
+readers = ProcessReaders(2, fork_server="INFO")
+readers.prepare()
+readers._preparing.join(30)
+pids = {readers.call(os.getpid).result(10) for _ in range(20)}
+print(" ".join(map(str, sorted(pids))), flush=True)
+time.sleep(600)
+"""
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_readers_end_when_the_daemon_is_killed_outright() -> None:
+    # A daemon killed with SIGKILL tells its reading processes nothing: they, and
+    # the fork server that waits for them, must not be left behind.
+    with subprocess.Popen(
+        [sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            readers = [int(pid) for pid in owner.stdout.readline().split()]
+            assert len(readers) == 2
+            server = {_parent(pid) for pid in readers}
+            assert len(server) == 1 and all(_alive(pid) for pid in readers)
+        finally:
+            owner.kill()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in [*readers, *server]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in [*readers, *server] if _alive(pid)]
