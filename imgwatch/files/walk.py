@@ -128,9 +128,10 @@ def _frame(look: _Look, directory: str, prefix: str) -> _Frame:
     # A directory is counted by the part of the tree it belongs to, not by every
     # part whose walk passes through it on the way down to its range.
     counted = lo is None or prefix >= lo
+    path = os.path.join(directory, "")
     handle = _open(directory, prefix, look.state, counted)
     if handle is None:
-        return iter(()), prefix, directory
+        return iter(()), prefix, path
     try:
         entries = _listing(handle, prefix, look.state, counted)
         # The names of images with a sidecar, from all the entries: a range may end
@@ -144,13 +145,13 @@ def _frame(look: _Look, directory: str, prefix: str) -> _Frame:
             entries.sort(key=_NAME)
         else:
             _keep_range(entries, prefix, lo, hi)
-        items = _looked_at(entries, sidecars, look, os.path.join(directory, ""), prefix)
+        items = _looked_at(entries, sidecars, look, path, prefix)
     finally:
         os.close(handle)
     if whole and str in map(type, items):  # a subdirectory among them (in C)
         # `a/` sorts after `a.jpg` and `a-2.jpg`, not before them (walk_position).
         items.sort(key=_position)
-    return iter(items), prefix, os.path.join(directory, "")
+    return iter(items), prefix, path
 
 
 _NAME = operator.attrgetter("name")
@@ -262,7 +263,7 @@ def _unlistable(prefix: str, exc: OSError, state: WalkState, counted: bool) -> N
             # Moved or deleted since its parent was listed, or since it arrived (the
             # daemon walks an arrived directory as it has room): nothing is wrong.
             # (The image directory itself gone is: a share that went away.)
-            log.info("directory %r went away before it was walked", prefix or ".")
+            log.info("directory %r went away before it was walked", prefix)
         else:
             log.warning("cannot list directory %r: %s", prefix or ".", exc.strerror)
     state.unreadable_dirs.append(prefix)
