@@ -242,7 +242,6 @@ class Router:
         Walked as the debouncer has room (_take_arrived), the first files at once."""
         if key is None:
             return
-        self.files.prepare_readers()  # a burst, likely: ready when its files settle
         self._arrived.append(walk(self.root, self.accept, subdir=key))
         self._take_arrived()
 

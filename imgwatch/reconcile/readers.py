@@ -76,7 +76,7 @@ class ProcessReaders:
 
     def prepare(self) -> None:
         """Start the processes in the background, if they are not running (the
-        daemon: when it starts, and when a directory arrives). Started on a
+        daemon, as it starts). Started on a
         burst's first batch instead, the fork server and its processes took a
         fifth of the time a burst of 10,000 small files took. Only from a fork
         server: a rescan forks them itself when it has one thread."""

@@ -109,19 +109,19 @@ def test_a_directory_that_arrives_is_walked_as_the_debouncer_has_room(
     assert len(d.router.debouncer) == 0
 
 
-def test_a_directory_that_arrives_starts_the_reading_processes(
+def test_the_daemon_starts_its_reading_processes_with_its_threads(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # reading processes on any machine
-    (image_dir / "in").mkdir()
-    (image_dir / "in" / "a.jpg").write_bytes(b"x")
     d = _daemon(tmp_path, image_dir, workers=2)
     readers = d.files.readers
-    assert readers is not None and readers._pool is None  # none before a burst
+    assert readers is not None and readers._pool is None  # none before it starts
+    d.store.open()
     try:
-        d.router.route(Change("dir_created", str(d.root / "in")))
+        d._start_threads()
         assert readers._preparing is not None  # starting, in the background
         readers._preparing.join(30)
         assert readers._pool is not None
     finally:
-        readers.close()
+        d._shutdown(True)
+    assert readers._pool is None  # stopped with the file workers
