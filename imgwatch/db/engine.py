@@ -38,6 +38,11 @@ _IO_TIMEOUT_KEYS = ("read_timeout", "write_timeout")
 _MYSQL_CONFIG_ERRORS = {1044, 1045, 1049}
 # ER_DUP_KEYNAME: an index of that name exists.
 _DUPLICATE_KEY_NAME = 1061
+# GROUP_CONCAT's limit on every MySQL connection: enough for a page of 10,000 rows
+# of the longest names (255 characters of up to 4 bytes, and the numbers) packed into
+# one value (db/images.py: _packed_page); it cuts at this length, which the row count
+# beside it shows.
+PACKED_MAX = 16 * 1024 * 1024
 # Rows per statement when touching many ids at once (keeps IN (...) lists small).
 ID_CHUNK = 1000
 # MySQL's 1213: the transaction lost a write conflict and was rolled back. On a
@@ -265,7 +270,9 @@ def create_engine_for(url: URL, io_timeout: int | None) -> Engine:
             else:
                 timeouts = {k: io_timeout for k in _IO_TIMEOUT_KEYS if k not in url.query}
         # pre_ping: a connection the server dropped overnight is replaced, not reported.
-        return create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=timeouts)
+        engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=timeouts)
+        event.listen(engine, "connect", _mysql_session)
+        return engine
     except (SQLAlchemyError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL: {describe_db_error(exc)}") from None
 
@@ -278,6 +285,15 @@ def _check_io_timeouts(url: URL) -> None:
             raise ConfigError(
                 f"database URL: {key} must be a whole number of seconds above 0, not {value!r}"
             )
+
+
+def _mysql_session(dbapi_conn: Any, _record: Any) -> None:
+    # Once per connection, not once per page of rows read.
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"SET SESSION group_concat_max_len = {PACKED_MAX}")
+    finally:
+        cursor.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -62,10 +62,6 @@ def _page(conn: Connection, paged: Any) -> tuple[list[FileState], str]:
 # The fields of a packed row, and the rows of a packed page, apart: no name holds
 # a NUL, and the name, which may hold anything else, comes last.
 _FIELD, _ROW = "\x01", "\x00"
-# Enough for a page of 10,000 rows of the longest names (255 characters of up to
-# 4 bytes, and the numbers): GROUP_CONCAT cuts at this length, which the row count
-# beside it shows.
-_PACKED_MAX = 16 * 1024 * 1024
 
 
 def _packed_page(conn: Connection, paged: Any) -> tuple[list[FileState], str] | None:
@@ -78,7 +74,8 @@ def _packed_page(conn: Connection, paged: Any) -> tuple[list[FileState], str] | 
     fifth of that. It joins them in the order the page's query gives them, and
     says which is last in its own order (MAX), where the next page starts: a
     page that came out of order would only make the merge look rows up by name
-    (reconcile/merge.py), never skip one."""
+    (reconcile/merge.py), never skip one. Every connection allows a value that
+    long (db/engine.py: PACKED_MAX)."""
     page = paged.subquery("page")
     c = page.c
     packed = func.concat_ws(
@@ -92,7 +89,6 @@ def _packed_page(conn: Connection, paged: Any) -> tuple[list[FileState], str] | 
     )
     text = packed.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
     joined: Any = literal_column(f"GROUP_CONCAT({text} SEPARATOR X'00')")
-    conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {_PACKED_MAX}")
     query = select(func.count(), func.max(c.file_name), joined).select_from(page)
     count, last, value = conn.execute(query).one()
     if not count:

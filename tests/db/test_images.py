@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from imgwatch.db import images as images_module
-from imgwatch.db.engine import ID_CHUNK
+from imgwatch.db.engine import ID_CHUNK, PACKED_MAX
 from imgwatch.db.store import ImageStore
 from imgwatch.model import (
     FACTS_READ,
@@ -278,6 +278,10 @@ def test_pages_from_mysql_come_packed_and_unpack_to_the_rows(
         assert pages == list(store.file_state_pages(4))  # as the driver gives them
         states = {s[0]: s for p in pages for s in p}
         assert set(states) == set(names)
+        store.engine.dispose()  # a new connection, not one a page was read on
+        with store.engine.connect() as conn:  # room for a whole page, on every connection
+            limit = conn.exec_driver_sql("SELECT @@SESSION.group_concat_max_len").scalar()
+            assert limit == PACKED_MAX
         assert states["a.jpg"][1:4] == (None, None, TO_READ)
         assert states[" x.jpg"][5] == 5
     finally:
