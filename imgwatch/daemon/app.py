@@ -105,6 +105,8 @@ class Daemon:
             writer=self.writer,
             retouch=lambda key: self.router.recheck(key),
             threads=settings.workers,
+            accept=accept,
+            rewalk=lambda key: self.router.rewalk(key),
             outage=self.outage,
             readers=burst_readers(settings.workers, settings.log_level),
         )

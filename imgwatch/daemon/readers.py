@@ -1,9 +1,10 @@
 """The file workers: threads that read a settled path and hand the Writer its row.
 
 A burst (many paths settled at once) is read in processes instead (the same
-reading processes a rescan uses, started from a fork server on the first
-burst): reading a small image is Python work, which threads do not spread over
-cores. One file at a time stays in the thread: no process hop for it.
+reading processes a rescan uses, started from a fork server as the daemon
+starts): reading a small image is Python work, which threads do not spread over
+cores. One file at a time stays in the thread: no process hop for it. A
+directory moved in whole is read whole (daemon/arrivals.py).
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
+from imgwatch.daemon.arrivals import AHEAD_PER_PROCESS, ArrivedDir, BusyDirs, read_ahead
 from imgwatch.daemon.stages import Outage, StageThreads, take_batch
 from imgwatch.daemon.writer import Gone, Upsert, Writer
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import DatabaseUnavailable
-from imgwatch.files.decide import Outcome, examine
-from imgwatch.files.names import row_name
+from imgwatch.files.decide import VANISHED, Outcome, ToRead, examine
+from imgwatch.files.names import ImageNameFilter, row_name
 from imgwatch.files.record import FileProcessor
-from imgwatch.files.walk import find_one
+from imgwatch.files.walk import find_one, walk
 from imgwatch.model import ImageRecord, KnownFile, Status
 from imgwatch.reconcile.readers import ProcessReaders
 
@@ -36,8 +39,9 @@ BURST_MIN = 16
 QUEUED_PER_THREAD = 256  # settled paths waiting for a worker, per worker thread
 
 
-class FileWorkers(StageThreads[str]):
-    """Threads that turn a settled path into an op for the Writer."""
+class FileWorkers(StageThreads[str | ArrivedDir]):
+    """Threads that turn a settled path, or a directory that arrived whole, into ops
+    for the Writer."""
 
     def __init__(
         self,
@@ -49,6 +53,8 @@ class FileWorkers(StageThreads[str]):
         writer: Writer,
         retouch: Callable[[str], None],
         threads: int,
+        accept: ImageNameFilter | None = None,
+        rewalk: Callable[[str], None] | None = None,
         outage: Outage | None = None,
         readers: ProcessReaders | None = None,
     ) -> None:
@@ -61,9 +67,15 @@ class FileWorkers(StageThreads[str]):
         self.uploads = uploads
         self.writer = writer
         self.retouch = retouch
+        # Arrived directories: read whole when both are given, else a path at a
+        # time; rewalk(key) hands one back to the router for that.
+        self.accept = accept
+        self.rewalk = rewalk
         self._busy: set[str] = set()
+        self._busy_dirs = BusyDirs()
         self._busy_lock = threading.Lock()
         self._reading: dict[str, float] = {}  # key -> when a worker started on it
+        self._stopping = threading.Event()
         self.readers = readers
 
     def prepare_readers(self) -> None:
@@ -83,7 +95,7 @@ class FileWorkers(StageThreads[str]):
 
     def is_busy(self, key: str) -> bool:
         with self._busy_lock:
-            return key in self._busy
+            return key in self._busy or (bool(self._busy_dirs) and self._busy_dirs.covers(key))
 
     def room(self) -> int:
         return self.inbox.maxsize - self.inbox.qsize()
@@ -91,7 +103,7 @@ class FileWorkers(StageThreads[str]):
     def claim(self, key: str) -> bool:
         """Take key for reading; False if a worker or a reconcile already has it."""
         with self._busy_lock:
-            if key in self._busy:
+            if key in self._busy or (self._busy_dirs and self._busy_dirs.covers(key)):
                 return False
             self._busy.add(key)
             return True
@@ -111,17 +123,42 @@ class FileWorkers(StageThreads[str]):
             return False
         return True
 
+    def arrived(self, key: str) -> bool:
+        """A directory moved in from outside the tree: queue it to be read whole, its
+        paths claimed meanwhile. False when it cannot be (no name filter or router
+        given, or the queue is full): then it goes a path at a time."""
+        if self.accept is None or self.rewalk is None:
+            return False
+        job = ArrivedDir(key)
+        with self._busy_lock:
+            self._busy_dirs.add(job.prefix)
+        try:
+            self.inbox.put_nowait(job)
+        except queue.Full:
+            with self._busy_lock:
+                self._busy_dirs.discard(job.prefix)
+            return False
+        return True
+
     def stop(self, deadline: float) -> bool:
-        """Drop what has not started (the next start finds it again), finish the rest."""
-        dropped = 0
+        """Drop what has not started (the next start finds it again), finish the rest;
+        a directory being read whole is left where its reading is."""
+        self._stopping.set()
+        dropped: list[str | ArrivedDir] = []
         while True:
             try:
-                if self.inbox.get_nowait() is not None:
-                    dropped += 1
+                item = self.inbox.get_nowait()
             except queue.Empty:
                 break
-        if dropped:
-            log.info("%d file(s) not yet read; they are picked up at the next start", dropped)
+            if item is not None:
+                dropped.append(item)
+        files = sum(1 for item in dropped if isinstance(item, str))
+        if files:
+            log.info("%d file(s) not yet read; they are picked up at the next start", files)
+        for item in dropped:
+            if isinstance(item, ArrivedDir):
+                log.info("directory %r not yet read; it is picked up at the next start", item.key)
+                self._done_with(item)
         joined = self._join(deadline)
         if self.readers is not None:
             self.readers.close()
@@ -132,9 +169,14 @@ class FileWorkers(StageThreads[str]):
         while not stopped:
             # What is waiting, up to a batch: one query looks up all their rows. Each
             # thread consumes exactly one stop marker.
-            keys, stopped = take_batch(self.inbox, LOOKUP_BATCH)
+            taken: tuple[list[str | ArrivedDir], bool] = take_batch(self.inbox, LOOKUP_BATCH)
+            items, stopped = taken
+            keys = [item for item in items if isinstance(item, str)]
             if keys:
                 self._batch(keys)
+            for item in items:
+                if isinstance(item, ArrivedDir):
+                    self._read_arrived(item)
 
     def _batch(self, keys: list[str]) -> None:
         try:
@@ -164,10 +206,7 @@ class FileWorkers(StageThreads[str]):
             outcomes = self.readers.look_at(self.root, items, self.processor, self.uploads)
             results = outcomes.result()
         except BrokenProcessPool:
-            # A reading process died (the OOM killer, a crash in an image library).
-            log.warning("a reading process died; reading files in threads from now on")
-            self.readers.close()
-            self.readers = None
+            self._readers_died()
             results = None
         except Exception:
             log.exception("internal error in a reading process; reading this batch here")
@@ -182,6 +221,100 @@ class FileWorkers(StageThreads[str]):
             return
         for k, outcome in zip(keys, results, strict=True):
             self._settle(k, partial(self._hand_on, k, outcome))
+
+    def _readers_died(self) -> None:
+        """A reading process died (the OOM killer, a crash in an image library)."""
+        readers, self.readers = self.readers, None
+        if readers is not None:
+            log.warning("a reading process died; reading files in threads from now on")
+            readers.close()
+
+    # --- a directory that arrived whole -----------------------------------------------
+
+    def _read_arrived(self, job: ArrivedDir) -> None:
+        """Read a directory that arrived whole, if no row is under its name (it is new);
+        else hand it back to the router, to go a path at a time, each looked up."""
+        assert self.accept is not None and self.rewalk is not None
+        try:
+            new = not self.store.has_rows_under(job.prefix)
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)  # a path at a time, each waits out the outage
+            new = False
+        try:
+            if new:
+                self._read_whole(job, self.accept)
+        except Exception:
+            log.exception(
+                "internal error reading directory %r; the next reconcile reads it", job.key
+            )
+        finally:
+            self._done_with(job)
+        if not new:
+            self.rewalk(job.key)
+
+    def _done_with(self, job: ArrivedDir) -> None:
+        with self._busy_lock:
+            self._busy_dirs.discard(job.prefix)
+
+    def _read_whole(self, job: ArrivedDir, accept: ImageNameFilter) -> None:
+        found = walk(self.root, accept, subdir=job.key)
+        ahead = AHEAD_PER_PROCESS * (self.readers.processes if self.readers is not None else 1)
+        for chunk, future in read_ahead(found, self._read_chunk, ahead, self._stopping.is_set):
+            self._hand_on_chunk(chunk, self._outcomes(chunk, future))
+        if self._stopping.is_set():
+            log.info("stopping: the rest of directory %r is read at the next start", job.key)
+
+    def _read_chunk(self, chunk: list[ToRead]) -> Future[list[Outcome]]:
+        """A chunk's outcomes, from a reading process if there are any."""
+        with self._busy_lock:
+            self._reading[chunk[0][0].file_name] = time.monotonic()
+        readers = self.readers
+        if readers is not None:
+            try:
+                return readers.examine(chunk, self.processor, self.uploads)
+            except BrokenProcessPool:
+                self._readers_died()
+        read_here: Future[list[Outcome]] = Future()
+        read_here.set_result(self._examine_here(chunk))
+        return read_here
+
+    def _outcomes(self, chunk: list[ToRead], future: Future[list[Outcome]]) -> list[Outcome]:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self._readers_died()
+        except Exception:
+            log.exception("internal error in a reading process; reading these files here")
+        finally:
+            with self._busy_lock:
+                self._reading.pop(chunk[0][0].file_name, None)
+        return self._examine_here(chunk)
+
+    def _examine_here(self, chunk: list[ToRead]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for found, row in chunk:
+            try:
+                outcomes.append(examine(found, row, self.processor, self.uploads))
+            except Exception:
+                log.exception(
+                    "internal error processing %r; the next reconcile retries it", found.file_name
+                )
+                outcomes.append(VANISHED)  # nothing to hand on
+        return outcomes
+
+    def _hand_on_chunk(self, chunk: list[ToRead], outcomes: list[Outcome]) -> None:
+        """Each file's outcome to the Writer, the file claimed on its own until its row
+        is committed; one a worker took meanwhile (a write to it after it arrived) is
+        left to that worker, which reads it again."""
+        keys = [found.file_name for found, _row in chunk]
+        with self._busy_lock:
+            mine = [k not in self._busy for k in keys]
+            self._busy.update(k for k, free in zip(keys, mine, strict=True) if free)
+        for key, outcome, free in zip(keys, outcomes, mine, strict=True):
+            if free:
+                self._settle(key, partial(self._hand_on, key, outcome))
+
+    # --- a path at a time -------------------------------------------------------------
 
     def _one(self, key: str, row: KnownFile | None) -> None:
         with self._busy_lock:

@@ -56,6 +56,9 @@ class Router:
     # Walks of directories that arrived (moved in, created), taken as the debouncer
     # has room: a directory of a million files is not a million entries at once.
     _arrived: deque[Iterator[FoundFile]] = field(default_factory=deque, init=False)
+    # Directories moved in whole that the file workers handed back to go a path at a
+    # time (rows are under their names), from the workers' threads.
+    _rewalks: queue.SimpleQueue[str] = field(default_factory=queue.SimpleQueue, init=False)
     _watch_limit_reported: bool = field(default=False, init=False)
     _prefix: str = field(init=False)
 
@@ -71,6 +74,10 @@ class Router:
     def recheck(self, key: str) -> None:
         """From any thread: look at key again once it is quiet."""
         self.rechecks.put(key)
+
+    def rewalk(self, key: str) -> None:
+        """From any thread: walk the directory key here, its files to the debouncer."""
+        self._rewalks.put(key)
 
     # --- the reconcile's Claims ---------------------------------------------------
 
@@ -117,8 +124,14 @@ class Router:
             try:
                 key = self.rechecks.get_nowait()
             except queue.Empty:
-                return
+                break
             self.debouncer.touch(key)
+        while True:
+            try:
+                key = self._rewalks.get_nowait()
+            except queue.Empty:
+                return
+            self._scan_dir(key)
 
     def _take_arrived(self) -> None:
         """The files of arrived directories, into the debouncer while it has room."""
@@ -210,6 +223,12 @@ class Router:
                 self.writer.put(RenameDir(old + "/", new + "/"))
             elif old is not None:
                 self.writer.put(GoneDir(old + "/"))
+            elif new is not None:
+                # Moved in from outside the tree: complete, and read whole unless
+                # rows are under its name (daemon/arrivals.py).
+                self._check_watch_room()
+                if self.files.arrived(new):
+                    return
             self._scan_dir(new)
 
     def _route_move(self, old: str | None, new: str | None) -> None:

@@ -204,7 +204,12 @@ class Watcher:
     def start(self) -> None:
         """Start watching; ConfigError when the kernel's inotify limits are reached."""
         observer: BaseObserver = (
-            PollingObserver(timeout=self.poll_interval) if self.polling else InotifyObserver()
+            PollingObserver(timeout=self.poll_interval)
+            if self.polling
+            # Full events: a directory moved in from outside the tree comes as a move
+            # with no source, not as a created one, so it is known to be complete
+            # (routing.py); a file or directory moved out, as a move with no target.
+            else InotifyObserver(generate_full_events=True)
         )
         observer.schedule(
             self.handler, str(self.image_dir), recursive=True, event_filter=_WATCHED_EVENTS

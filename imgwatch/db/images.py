@@ -208,6 +208,12 @@ class ImageRows(Database):
             rows = conn.execute(query).all()
         return [(row[0], KnownFile._make(row[1:])) for row in rows]
 
+    def has_rows_under(self, prefix: str) -> bool:
+        """Whether any row's file_name starts with prefix ("dir/")."""
+        query = select(images.c.id).where(starts_with(images.c.file_name, prefix)).limit(1)
+        with self.guard("reading rows of a directory"), self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def rename(self, old: str, new: str) -> bool:
         """Give a moved file's row its new name; False if there is no such row or the
         new name already has one (then the caller treats old as gone and new as changed)."""

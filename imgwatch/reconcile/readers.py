@@ -133,6 +133,12 @@ class ProcessReaders:
             for i in range(0, len(files), size)
         ]
 
+    def examine(
+        self, files: list[ToRead], processor: FileProcessor, uploads: bool
+    ) -> Future[list[Outcome]]:
+        """One chunk of found files (with their rows), read in one process."""
+        return self._started().submit(_examine_all, processor, uploads, files)
+
     def look_at(
         self,
         root: Path,

@@ -269,6 +269,29 @@ def test_moved_in_directory_tree_is_scanned(tmp_path: Path, image_dir: Path, db_
         assert daemon.stop() == 0
 
 
+def test_a_file_written_after_its_directory_moved_in_is_recorded_as_it_ends(
+    tmp_path: Path, image_dir: Path, db_url: URL
+) -> None:
+    # A directory moved in is read whole; a write to one of its files after it
+    # arrived is seen too, whether before or after that reading got to the file.
+    outside = tmp_path / "outside"
+    names = {f"card/{i:03d}.jpg" for i in range(300)}
+    for name in names:
+        write_image(tmp_path / "outside" / name)
+    with start(tmp_path, image_dir, db_url) as daemon:
+        shutil.move(str(outside / "card"), str(image_dir / "card"))
+        write_image(image_dir / "card" / "150.jpg")  # new content, at once
+        final = sha256_of(image_dir / "card" / "150.jpg")
+        rows = wait_rows(
+            db_url,
+            lambda r: all_done(names)(r) and r["card/150.jpg"]["sha256"] == final,
+        )
+        assert daemon.stop() == 0
+    assert set(rows) == names
+    assert all(rows[n]["sha256"] == sha256_of(image_dir / n) for n in names)
+    assert "Traceback" not in daemon.log()
+
+
 # --- with the real WordPress -------------------------------------------------------
 
 
@@ -295,6 +318,29 @@ def test_daemon_uploads_dropped_files_once_and_moves_do_not_reupload(
     assert moved["renamed.png"]["status"] == Status.DONE
     assert site.media_count() == media_before + 2  # the move uploaded nothing
     assert " in WordPress (media " not in daemon.log()  # and updated no words
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_directory_moved_out_and_back_in_is_not_uploaded_again(
+    tmp_path: Path, image_dir: Path, mariadb: MariaDB, live_wordpress: WordPress
+) -> None:
+    db = mariadb.create_database()
+    site = live_wordpress
+    names = {f"album/{i}.jpg" for i in range(3)}
+    # Beside it, a file that stays: a tree left empty holds its deletions.
+    for name in names | {"stays.jpg"}:
+        write_image(image_dir / name)
+    with start(tmp_path, image_dir, db, **wp_settings(site)) as daemon:
+        rows = wait_rows(db, lambda r: all(x.get("wp_url") for x in r.values()) and len(r) == 4)
+        media_before = site.media_count()
+        # Out of the tree (its rows go missing, their media stay), then back whole.
+        (image_dir / "album").rename(tmp_path / "album")
+        wait_rows(db, lambda r: all(r[n]["status"] == Status.MISSING for n in names))
+        (tmp_path / "album").rename(image_dir / "album")
+        back = wait_rows(db, all_done(names))
+        assert daemon.stop() == 0
+    assert {n: r["wp_url"] for n, r in back.items()} == {n: r["wp_url"] for n, r in rows.items()}
+    assert site.media_count() == media_before  # nothing uploaded again
     assert "Traceback" not in daemon.log()
 
 

@@ -45,6 +45,7 @@ class Reading:
         settings = settings_for(image_dir, db, batch_size="1")
         self.root = check_image_dir(image_dir)
         self.retouched: list[str] = []
+        self.rewalked: list[str] = []
         self._lock = threading.Lock()
         outage = Outage()
         self.writer = Writer(
@@ -66,6 +67,8 @@ class Reading:
             writer=self.writer,
             retouch=self._retouch,
             threads=threads,
+            accept=ImageNameFilter(settings.extensions),
+            rewalk=self._rewalk,
             outage=outage,
             readers=readers,
         )
@@ -73,6 +76,10 @@ class Reading:
     def _retouch(self, key: str) -> None:
         with self._lock:
             self.retouched.append(key)
+
+    def _rewalk(self, key: str) -> None:
+        with self._lock:
+            self.rewalked.append(key)
 
     def handed(self) -> list[Op]:
         """What the writer (not started) was given, in order."""

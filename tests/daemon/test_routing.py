@@ -109,6 +109,39 @@ def test_a_directory_that_arrives_is_walked_as_the_debouncer_has_room(
     assert len(d.router.debouncer) == 0
 
 
+def test_a_directory_moved_in_from_outside_is_read_whole_not_walked_here(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    for name in ("card/a.jpg", "made/b.jpg", "back/c.jpg"):
+        (image_dir / name).parent.mkdir()
+        (image_dir / name).write_bytes(b"x")
+    d = _daemon(tmp_path, image_dir)
+    d.router.route(Change("dir_moved", "", str(d.root / "card")))
+    assert len(d.router.debouncer) == 0  # no path of it here: the file workers have it
+    assert d.files.queued() == 1 and d.files.is_busy("card/a.jpg")
+    # One made in place may be being written into: its files go a path at a time.
+    d.router.route(Change("dir_created", str(d.root / "made")))
+    assert "made/b.jpg" in d.router.debouncer and d.files.queued() == 1
+    # A worker that found rows under a directory's name hands it back, from its thread.
+    threading.Thread(target=d.router.rewalk, args=("back",)).start()
+    wait_for_walk = time.monotonic() + 10
+    while "back/c.jpg" not in d.router.debouncer and time.monotonic() < wait_for_walk:
+        d.router.take_changes()
+    assert "back/c.jpg" in d.router.debouncer
+
+
+def test_a_directory_moved_in_with_the_workers_full_is_walked_here(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    (image_dir / "card").mkdir()
+    (image_dir / "card" / "a.jpg").write_bytes(b"x")
+    d = _daemon(tmp_path, image_dir)
+    while d.files.room():
+        assert d.files.submit(f"{d.files.room()}.jpg")
+    d.router.route(Change("dir_moved", "", str(d.root / "card")))
+    assert "card/a.jpg" in d.router.debouncer
+
+
 def test_the_daemon_starts_its_reading_processes_with_its_threads(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

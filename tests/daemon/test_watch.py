@@ -186,3 +186,30 @@ def test_reading_files_makes_no_events(tmp_path: Path) -> None:
     finally:
         watcher.stop()
     assert all(c.path.endswith("new.jpg") for c in seen), seen
+
+
+def test_moves_across_the_tree_edge_say_which_side_they_came_from(tmp_path: Path) -> None:
+    # A directory moved in from outside is known to be complete (it is read whole,
+    # daemon/arrivals.py), unlike one made in place, which files are then written into.
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    tree.mkdir()
+    (outside / "card").mkdir(parents=True)
+    (outside / "card" / "a.jpg").write_bytes(b"x")
+    (tree / "old.jpg").write_bytes(b"y")
+    inbox: queue.Queue[Change] = queue.Queue()
+    watcher = Watcher(tree, inbox, polling=False, poll_interval=1)
+    watcher.start()
+    try:
+        (outside / "card").rename(tree / "card")
+        (tree / "made").mkdir()
+        (tree / "old.jpg").rename(outside / "old.jpg")
+        seen: list[Change] = []
+        while len(seen) < 3:
+            seen.append(inbox.get(timeout=5))
+    finally:
+        watcher.stop()
+    assert seen == [
+        Change("dir_moved", "", str(tree / "card")),
+        Change("dir_created", str(tree / "made")),
+        Change("moved", str(tree / "old.jpg"), ""),
+    ]
