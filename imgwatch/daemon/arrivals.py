@@ -33,11 +33,15 @@ CHUNK = 128
 AHEAD_PER_PROCESS = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class ArrivedDir:
     """A directory that arrived whole: its name relative to the image directory."""
 
     key: str
+    # Moved or deleted while queued or read: nothing more of it is handed on.
+    left: bool = False
+    # What moved was a directory inside it: the rest of it goes a path at a time.
+    walk_again: bool = False
 
     @property
     def prefix(self) -> str:

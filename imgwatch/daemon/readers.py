@@ -74,6 +74,11 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         self._busy: set[str] = set()
         self._busy_dirs = BusyDirs()
         self._busy_lock = threading.Lock()
+        # Directories queued or being read whole (under the claims lock), and a lock
+        # held while one hands outcomes on, so that no op of a move of it is put
+        # before them (leaving()).
+        self._arrivals: list[ArrivedDir] = []
+        self._hand_over = threading.Lock()
         self._reading: dict[str, float] = {}  # key -> when a worker started on it
         self._stopping = threading.Event()
         self.readers = readers
@@ -131,14 +136,32 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
             return False
         job = ArrivedDir(key)
         with self._busy_lock:
+            self._arrivals.append(job)
             self._busy_dirs.add(job.prefix)
         try:
             self.inbox.put_nowait(job)
         except queue.Full:
-            with self._busy_lock:
-                self._busy_dirs.discard(job.prefix)
+            self._done_with(job)
             return False
         return True
+
+    def arriving(self, key: str) -> bool:
+        """Whether key lies under a directory being read whole (or queued to be)."""
+        with self._busy_lock:
+            return bool(self._busy_dirs) and self._busy_dirs.covers(key)
+
+    def leaving(self, prefix: str) -> None:
+        """A directory ("dir/") moved or deleted: a directory being read whole that is
+        it or lies under it stops where it is; one it lies under stops, and the rest
+        of it goes a path at a time (what it recorded is then found unchanged).
+        Nothing of theirs is handed on to the Writer after this returns, so the
+        move's or the delete's op, put after it, comes after all of their rows."""
+        with self._hand_over, self._busy_lock:
+            for job in self._arrivals:
+                if job.prefix.startswith(prefix):
+                    job.left = True
+                elif prefix.startswith(job.prefix):
+                    job.left = job.walk_again = True
 
     def stop(self, deadline: float) -> bool:
         """Drop what has not started (the next start finds it again), finish the rest;
@@ -235,11 +258,11 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         """Read a directory that arrived whole, if no row is under its name (it is new);
         else hand it back to the router, to go a path at a time, each looked up."""
         assert self.accept is not None and self.rewalk is not None
+        new = False
         try:
-            new = not self.store.has_rows_under(job.prefix)
+            new = not job.left and not self.store.has_rows_under(job.prefix)
         except DatabaseUnavailable as exc:
             self.outage.failed(exc)  # a path at a time, each waits out the outage
-            new = False
         try:
             if new:
                 self._read_whole(job, self.accept)
@@ -249,19 +272,29 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
             )
         finally:
             self._done_with(job)
-        if not new:
+        if job.walk_again or not (new or job.left):
             self.rewalk(job.key)
 
     def _done_with(self, job: ArrivedDir) -> None:
         with self._busy_lock:
+            self._arrivals.remove(job)
             self._busy_dirs.discard(job.prefix)
 
     def _read_whole(self, job: ArrivedDir, accept: ImageNameFilter) -> None:
         found = walk(self.root, accept, subdir=job.key)
         ahead = AHEAD_PER_PROCESS * (self.readers.processes if self.readers is not None else 1)
-        for chunk, future in read_ahead(found, self._read_chunk, ahead, self._stopping.is_set):
-            self._hand_on_chunk(chunk, self._outcomes(chunk, future))
-        if self._stopping.is_set():
+
+        def stopped() -> bool:
+            return job.left or self._stopping.is_set()
+
+        for chunk, future in read_ahead(found, self._read_chunk, ahead, stopped):
+            outcomes = self._outcomes(chunk, future)  # the chunks out are waited for
+            with self._hand_over:
+                if not job.left:
+                    self._hand_on_chunk(chunk, outcomes)
+        if job.left:
+            log.info("directory %r moved or deleted while it was read", job.key)
+        elif self._stopping.is_set():
             log.info("stopping: the rest of directory %r is read at the next start", job.key)
 
     def _read_chunk(self, chunk: list[ToRead]) -> Future[list[Outcome]]:

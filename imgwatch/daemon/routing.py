@@ -217,8 +217,13 @@ class Router:
             self._check_watch_room()
             self._scan_dir(old)
         elif kind == "dir_deleted" and old is not None:
+            self.files.leaving(old + "/")
             self.writer.put(GoneDir(old + "/"))
         elif kind == "dir_moved":
+            if old is not None:
+                # Before the move's op: nothing read under the old name is handed
+                # on after it.
+                self.files.leaving(old + "/")
             if old is not None and new is not None:
                 self.writer.put(RenameDir(old + "/", new + "/"))
             elif old is not None:
@@ -232,7 +237,11 @@ class Router:
             self._scan_dir(new)
 
     def _route_move(self, old: str | None, new: str | None) -> None:
-        if old is not None and new is not None:
+        if old is not None and self.files.arriving(old):
+            # From a directory being read whole, whose row for it may not be written
+            # yet: looked at once the reading is done, as a delete; `new` is read.
+            self.debouncer.touch(old)
+        elif old is not None and new is not None:
             # The row follows the file (no new upload); the look at `new` then finds
             # it unchanged, or records what changed.
             self.debouncer.forget(old)

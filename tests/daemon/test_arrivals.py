@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from imgwatch.daemon.arrivals import CHUNK, ArrivedDir, BusyDirs, read_ahead
-from imgwatch.daemon.writer import Upsert
+from imgwatch.daemon.writer import Op, RenameDir, Upsert
 from imgwatch.db.store import ImageStore
 from imgwatch.errors import DatabaseUnavailable
 from imgwatch.files.decide import Outcome, ToRead
@@ -157,6 +157,58 @@ def test_a_stop_leaves_the_rest_of_a_directory_to_the_next_start(
     assert not r.files.is_busy("card/000.jpg")
 
 
+@pytest.mark.parametrize(
+    ("moved", "walked_again"),
+    [("card/", []), ("card/sub/", ["card"])],
+    ids=["the-directory", "one-inside-it"],
+)
+def test_a_move_while_a_directory_is_read_comes_after_all_it_handed_on(
+    store: ImageStore,
+    db_url: URL,
+    image_dir: Path,
+    moved: str,
+    walked_again: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `mv /srv/images/card /srv/images/2026-trip` while card is read: a row written
+    # after the move's own op would be left under the old name.
+    names = _card(image_dir, 6 * CHUNK)
+    r = Reading(store, image_dir, db_url, uploads=False, threads=1)
+    order: list[str] = []
+    put = r.writer.put
+
+    def recording(op: Op) -> None:
+        order.append(op.key if isinstance(op, Upsert) else "the move")
+        put(op)
+
+    monkeypatch.setattr(r.writer, "put", recording)
+    moving = threading.Event()
+
+    def move() -> None:  # as the router does it, on its own thread
+        r.files.leaving(moved)
+        r.writer.put(RenameDir(moved, "elsewhere/"))
+
+    def move_after_first_rows(_records: object) -> None:
+        if not moving.is_set():
+            moving.set()
+            threading.Thread(target=move).start()
+
+    r.writer.on_rows = move_after_first_rows
+    r.writer.start()
+    r.files.start()
+    try:
+        assert r.files.arrived("card")
+        wait_for(lambda: "the move" in order and not r.files._arrivals, 30, "the move")
+    finally:
+        deadline = time.monotonic() + 10
+        assert r.files.stop(deadline) and r.writer.stop(deadline)
+    upserts_after = order[order.index("the move") + 1 :]
+    assert upserts_after == []
+    assert 0 < len(order) - 1 < len(names)  # the rest was not read
+    assert r.rewalked == walked_again
+    assert not r.files.is_busy("card/000.jpg")
+
+
 def test_a_path_a_worker_took_meanwhile_is_left_to_it(
     store: ImageStore, db_url: URL, image_dir: Path
 ) -> None:
@@ -194,6 +246,11 @@ def test_a_reading_process_that_dies_mid_directory_leaves_the_rest_to_the_thread
         pool = readers._pool
         if not killed.is_set() and pool is not None:
             killed.set()
+            # The writer far behind, the processes have sent what was asked of them
+            # and wait: killed in the middle of sending outcomes, a process leaves
+            # half a message that the executor waits on for good (there the health
+            # check's stuck read restarts the daemon).
+            time.sleep(0.5)
             for process in list(pool._processes.values()):
                 process.kill()
 

@@ -14,6 +14,7 @@ import pytest
 from imgwatch.config import load_settings
 from imgwatch.daemon.app import Daemon
 from imgwatch.daemon.watch import Change
+from imgwatch.daemon.writer import RenameDir
 
 
 def _daemon(tmp_path: Path, image_dir: Path, **settings: object) -> Daemon:
@@ -128,6 +129,23 @@ def test_a_directory_moved_in_from_outside_is_read_whole_not_walked_here(
     while "back/c.jpg" not in d.router.debouncer and time.monotonic() < wait_for_walk:
         d.router.take_changes()
     assert "back/c.jpg" in d.router.debouncer
+
+
+def test_moves_out_of_a_directory_being_read_whole_wait_for_it(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    (image_dir / "card" / "sub").mkdir(parents=True)
+    d = _daemon(tmp_path, image_dir)
+    d.router.route(Change("dir_moved", "", str(d.root / "card")))
+    job = d.files._arrivals[0]
+    # A file renamed inside it: no row to rename yet; looked at once it is read.
+    d.router.route(Change("moved", str(d.root / "card/a.jpg"), str(d.root / "card/b.jpg")))
+    assert "card/a.jpg" in d.router.debouncer and "card/b.jpg" in d.router.debouncer
+    assert d.writer.inbox.empty()
+    # A directory inside it moved away: it stops, and the rest goes a path at a time.
+    d.router.route(Change("dir_moved", str(d.root / "card/sub"), str(d.root / "sub")))
+    assert job.left and job.walk_again
+    assert d.writer.inbox.get_nowait() == RenameDir("card/sub/", "sub/")
 
 
 def test_a_directory_moved_in_with_the_workers_full_is_walked_here(
