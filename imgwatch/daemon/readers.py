@@ -281,21 +281,28 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
             self._busy_dirs.discard(job.prefix)
 
     def _read_whole(self, job: ArrivedDir, accept: ImageNameFilter) -> None:
+        began = time.monotonic()
+        log.info("directory %r moved in: reading it whole", job.key)
         found = walk(self.root, accept, subdir=job.key)
         ahead = AHEAD_PER_PROCESS * (self.readers.processes if self.readers is not None else 1)
 
         def stopped() -> bool:
             return job.left or self._stopping.is_set()
 
+        files = 0
         for chunk, future in read_ahead(found, self._read_chunk, ahead, stopped):
             outcomes = self._outcomes(chunk, future)  # the chunks out are waited for
             with self._hand_over:
                 if not job.left:
                     self._hand_on_chunk(chunk, outcomes)
+                    files += len(chunk)
         if job.left:
             log.info("directory %r moved or deleted while it was read", job.key)
         elif self._stopping.is_set():
             log.info("stopping: the rest of directory %r is read at the next start", job.key)
+        else:
+            took = time.monotonic() - began
+            log.info("directory %r read: %d file(s) in %.1fs", job.key, files, took)
 
     def _read_chunk(self, chunk: list[ToRead]) -> Future[list[Outcome]]:
         """A chunk's outcomes, from a reading process if there are any."""

@@ -47,7 +47,9 @@ def test_a_directory_moved_in_is_read_whole_each_file_once(
     image_dir: Path,
     processes: int,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="imgwatch.daemon.readers")
     names = _card(image_dir, 2 * CHUNK + 5)  # more than a chunk per process
     readers = ProcessReaders(processes, fork_server="WARNING") if processes else None
     r = Reading(store, image_dir, db_url, uploads=True, threads=2, readers=readers)
@@ -79,6 +81,9 @@ def test_a_directory_moved_in_is_read_whole_each_file_once(
         assert rows[name]["sha256"] == sha256_of(image_dir / name)
     assert rows["card/notes.jpg"]["status"] == Status.REJECTED
     assert looked_up == []  # new: no row looked up, none read twice
+    said = [r.getMessage() for r in caplog.records]
+    assert "directory 'card' moved in: reading it whole" in said
+    assert any(m.startswith(f"directory 'card' read: {len(names) + 1} file(s) in ") for m in said)
     assert r.rewalked == [] and r.retouched == []
     assert r.files.stuck(0.0) is None
     if readers is not None:
