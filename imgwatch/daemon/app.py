@@ -193,6 +193,7 @@ class Daemon:
             watching=self.health.watching,
             deletions_held=lambda: held.rows if (held := hold.current) else 0,
             wordpress_paused=(lambda: _kind(pause.condition)) if pause is not None else None,
+            reconcile_interval=self.settings.reconcile_interval,
         )
         self.listener = Listener(*address, self.metrics.registry, self.health.trouble)
         self.listener.start()

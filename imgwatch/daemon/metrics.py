@@ -104,6 +104,13 @@ class Metrics:
             "When the last reconcile ended (Unix time)",
             registry=r,
         )
+        # Beside the last reconcile's end, so that an alert can say "none for twice
+        # the interval" without being told the interval (0: periodic ones are off).
+        self.reconcile_interval = Gauge(
+            "imgwatch_reconcile_interval_seconds",
+            "Seconds between periodic reconciles, as configured (0: off)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "imgwatch_queue_depth", "Files waiting to be read or their rows written", registry=r
         )
@@ -135,9 +142,11 @@ class Metrics:
         watching: Callable[[], bool],
         deletions_held: Callable[[], float],
         wordpress_paused: Callable[[], str | None] | None,
+        reconcile_interval: float = 0.0,
     ) -> None:
         """Gauges read at scrape time from the daemon's own state. wordpress_paused
         gives the kind of condition uploads are paused for, or None."""
+        self.reconcile_interval.set(reconcile_interval)
         self.queue_depth.set_function(queue_depth)
         self.database_up.set_function(lambda: float(database_up()))
         self.watching.set_function(lambda: float(watching()))

@@ -106,8 +106,10 @@ def test_gauges_are_read_from_the_daemon_at_each_scrape() -> None:
         watching=lambda: now.watching,
         deletions_held=lambda: now.held,
         wordpress_paused=lambda: now.paused,
+        reconcile_interval=3600.0,
     )
     text = scrape(metrics)
+    assert sample(text, "imgwatch_reconcile_interval_seconds") == 3600
     assert sample(text, "imgwatch_queue_depth") == 0
     assert sample(text, "imgwatch_database_up") == 1
     assert sample(text, "imgwatch_watching") == 1
