@@ -13,9 +13,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -306,8 +307,6 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
 
     def _read_chunk(self, chunk: list[ToRead]) -> Future[list[Outcome]]:
         """A chunk's outcomes, from a reading process if there are any."""
-        with self._busy_lock:
-            self._reading[chunk[0][0].file_name] = time.monotonic()
         readers = self.readers
         if readers is not None:
             try:
@@ -319,28 +318,43 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         return read_here
 
     def _outcomes(self, chunk: list[ToRead], future: Future[list[Outcome]]) -> list[Outcome]:
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            self._readers_died()
-        except Exception:
-            log.exception("internal error in a reading process; reading these files here")
-        finally:
-            with self._busy_lock:
-                self._reading.pop(chunk[0][0].file_name, None)
+        with self._reading_chunk(chunk):
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._readers_died()
+            except Exception:
+                log.exception("internal error in a reading process; reading these files here")
         return self._examine_here(chunk)
 
     def _examine_here(self, chunk: list[ToRead]) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        for found, row in chunk:
-            try:
-                outcomes.append(examine(found, row, self.processor, self.uploads))
-            except Exception:
-                log.exception(
-                    "internal error processing %r; the next reconcile retries it", found.file_name
-                )
-                outcomes.append(VANISHED)  # nothing to hand on
+        with self._reading_chunk(chunk):
+            for found, row in chunk:
+                try:
+                    outcomes.append(examine(found, row, self.processor, self.uploads))
+                except Exception:
+                    log.exception(
+                        "internal error processing %r; the next reconcile retries it",
+                        found.file_name,
+                    )
+                    outcomes.append(VANISHED)  # nothing to hand on
         return outcomes
+
+    @contextmanager
+    def _reading_chunk(self, chunk: list[ToRead]) -> Iterator[None]:
+        """While a chunk is read, or waited for: a read that hangs (a dead network
+        mount) shows as stuck (stuck()). Not while its outcomes wait for room at the
+        Writer: a database down for long must not look like a hung read, and get the
+        daemon restarted."""
+        key = chunk[0][0].file_name
+        with self._busy_lock:
+            self._reading[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._reading.pop(key, None)
 
     def _hand_on_chunk(self, chunk: list[ToRead], outcomes: list[Outcome]) -> None:
         """Each file's outcome to the Writer, the file claimed on its own until its row

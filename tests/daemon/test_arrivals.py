@@ -134,8 +134,10 @@ def test_a_stop_leaves_the_rest_of_a_directory_to_the_next_start(
     store: ImageStore, db_url: URL, image_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="imgwatch.daemon.readers")
-    names = _card(image_dir, 4 * CHUNK)
-    r = Reading(store, image_dir, db_url, uploads=False, threads=1)
+    names = _card(image_dir, 8 * CHUNK)
+    # In processes: chunks are out, read ahead, while the worker waits on the writer.
+    readers = ProcessReaders(2, fork_server="WARNING")
+    r = Reading(store, image_dir, db_url, uploads=False, threads=1, readers=readers)
     writing = threading.Event()
 
     def far_behind(_records: object) -> None:  # a writer far behind
@@ -147,6 +149,9 @@ def test_a_stop_leaves_the_rest_of_a_directory_to_the_next_start(
     try:
         assert r.files.arrived("card")
         wait_for(lambda: r.writer.inbox.full(), 30, "the writer's queue to fill")
+        # Waiting for room at the writer (a database down for long, say) is not a
+        # read that hangs: no health check takes it for one.
+        assert r.files.stuck(0.0) is None
         stopped = threading.Thread(target=r.files.stop, args=(time.monotonic() + 30,))
         stopped.start()
         wait_for(lambda: r.files._stopping.is_set(), 10, "the stop")
