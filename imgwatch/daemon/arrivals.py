@@ -49,32 +49,35 @@ class ArrivedDir:
 
 
 class BusyDirs:
-    """Directories being read whole: a path under one is claimed by that reading.
+    """Directories queued or being read whole: a path under one is claimed by that
+    reading.
 
     Not thread-safe on its own: the file workers hold their claims lock around it.
     """
 
     def __init__(self) -> None:
-        self._count: dict[str, int] = {}  # "dir/" -> readings of it under way
+        self._jobs: dict[str, list[ArrivedDir]] = {}  # "dir/" -> its readings under way
 
-    def __bool__(self) -> bool:
-        return bool(self._count)
+    def __iter__(self) -> Iterator[ArrivedDir]:
+        return (job for jobs in self._jobs.values() for job in jobs)
 
-    def add(self, prefix: str) -> None:
-        self._count[prefix] = self._count.get(prefix, 0) + 1
+    def add(self, job: ArrivedDir) -> None:
+        self._jobs.setdefault(job.prefix, []).append(job)
 
-    def discard(self, prefix: str) -> None:
-        left = self._count.get(prefix, 0) - 1
-        if left > 0:
-            self._count[prefix] = left
-        else:
-            self._count.pop(prefix, None)
+    def discard(self, job: ArrivedDir) -> None:
+        jobs = self._jobs.get(job.prefix, [])
+        if job in jobs:
+            jobs.remove(job)
+        if not jobs:
+            self._jobs.pop(job.prefix, None)
 
     def covers(self, key: str) -> bool:
         """Whether key lies under a directory being read."""
+        if not self._jobs:  # the usual case, asked for every path claimed
+            return False
         slash = key.find("/")
         while slash >= 0:
-            if key[: slash + 1] in self._count:
+            if key[: slash + 1] in self._jobs:
                 return True
             slash = key.find("/", slash + 1)
         return False

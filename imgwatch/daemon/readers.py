@@ -54,8 +54,8 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         writer: Writer,
         retouch: Callable[[str], None],
         threads: int,
-        accept: ImageNameFilter | None = None,
-        rewalk: Callable[[str], None] | None = None,
+        accept: ImageNameFilter,
+        rewalk: Callable[[str], None],
         outage: Outage | None = None,
         readers: ProcessReaders | None = None,
     ) -> None:
@@ -68,17 +68,16 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         self.uploads = uploads
         self.writer = writer
         self.retouch = retouch
-        # Arrived directories: read whole when both are given, else a path at a
-        # time; rewalk(key) hands one back to the router for that.
+        # Arrived directories are walked by this name filter; rewalk(key) hands one
+        # back to the router, to go a path at a time.
         self.accept = accept
         self.rewalk = rewalk
         self._busy: set[str] = set()
+        # Directories queued or being read whole, under the same lock as _busy.
         self._busy_dirs = BusyDirs()
         self._busy_lock = threading.Lock()
-        # Directories queued or being read whole (under the claims lock), and a lock
-        # held while one hands outcomes on, so that no op of a move of it is put
-        # before them (leaving()).
-        self._arrivals: list[ArrivedDir] = []
+        # Held while a directory's outcomes are handed on, so that no op of a move
+        # of it is put before them (leaving()).
         self._hand_over = threading.Lock()
         self._reading: dict[str, float] = {}  # key -> when a worker started on it
         self._stopping = threading.Event()
@@ -101,7 +100,12 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
 
     def is_busy(self, key: str) -> bool:
         with self._busy_lock:
-            return key in self._busy or (bool(self._busy_dirs) and self._busy_dirs.covers(key))
+            return self._taken(key)
+
+    def _taken(self, key: str) -> bool:
+        """Under the claims lock: whether a worker, a reconcile or the reading of a
+        directory has key."""
+        return key in self._busy or self._busy_dirs.covers(key)
 
     def room(self) -> int:
         return self.inbox.maxsize - self.inbox.qsize()
@@ -109,7 +113,7 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
     def claim(self, key: str) -> bool:
         """Take key for reading; False if a worker or a reconcile already has it."""
         with self._busy_lock:
-            if key in self._busy or (self._busy_dirs and self._busy_dirs.covers(key)):
+            if self._taken(key):
                 return False
             self._busy.add(key)
             return True
@@ -131,14 +135,11 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
 
     def arrived(self, key: str) -> bool:
         """A directory moved in from outside the tree: queue it to be read whole, its
-        paths claimed meanwhile. False when it cannot be (no name filter or router
-        given, or the queue is full): then it goes a path at a time."""
-        if self.accept is None or self.rewalk is None:
-            return False
+        paths claimed meanwhile. False when the queue is full: then it goes a path at
+        a time."""
         job = ArrivedDir(key)
         with self._busy_lock:
-            self._arrivals.append(job)
-            self._busy_dirs.add(job.prefix)
+            self._busy_dirs.add(job)
         try:
             self.inbox.put_nowait(job)
         except queue.Full:
@@ -149,7 +150,7 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
     def arriving(self, key: str) -> bool:
         """Whether key lies under a directory being read whole (or queued to be)."""
         with self._busy_lock:
-            return bool(self._busy_dirs) and self._busy_dirs.covers(key)
+            return self._busy_dirs.covers(key)
 
     def leaving(self, prefix: str) -> None:
         """A directory ("dir/") moved or deleted: a directory being read whole that is
@@ -158,7 +159,7 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         Nothing of theirs is handed on to the Writer after this returns, so the
         move's or the delete's op, put after it, comes after all of their rows."""
         with self._hand_over, self._busy_lock:
-            for job in self._arrivals:
+            for job in self._busy_dirs:
                 if job.prefix.startswith(prefix):
                     job.left = True
                 elif prefix.startswith(job.prefix):
@@ -258,7 +259,6 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
     def _read_arrived(self, job: ArrivedDir) -> None:
         """Read a directory that arrived whole, if no row is under its name (it is new);
         else hand it back to the router, to go a path at a time, each looked up."""
-        assert self.accept is not None and self.rewalk is not None
         new = False
         try:
             new = not job.left and not self.store.has_rows_under(job.prefix)
@@ -266,7 +266,7 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
             self.outage.failed(exc)  # a path at a time, each waits out the outage
         try:
             if new:
-                self._read_whole(job, self.accept)
+                self._read_whole(job)
         except Exception:
             log.exception(
                 "internal error reading directory %r; the next reconcile reads it", job.key
@@ -278,13 +278,12 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
 
     def _done_with(self, job: ArrivedDir) -> None:
         with self._busy_lock:
-            self._arrivals.remove(job)
-            self._busy_dirs.discard(job.prefix)
+            self._busy_dirs.discard(job)
 
-    def _read_whole(self, job: ArrivedDir, accept: ImageNameFilter) -> None:
+    def _read_whole(self, job: ArrivedDir) -> None:
         began = time.monotonic()
         log.info("directory %r moved in: reading it whole", job.key)
-        found = walk(self.root, accept, subdir=job.key)
+        found = walk(self.root, self.accept, subdir=job.key)
         ahead = AHEAD_PER_PROCESS * (self.readers.processes if self.readers is not None else 1)
 
         def stopped() -> bool:

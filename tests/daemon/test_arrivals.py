@@ -208,7 +208,7 @@ def test_a_move_while_a_directory_is_read_comes_after_all_it_handed_on(
     r.files.start()
     try:
         assert r.files.arrived("card")
-        wait_for(lambda: "the move" in order and not r.files._arrivals, 30, "the move")
+        wait_for(lambda: "the move" in order and not list(r.files._busy_dirs), 30, "the move")
     finally:
         deadline = time.monotonic() + 10
         assert r.files.stop(deadline) and r.writer.stop(deadline)
@@ -227,8 +227,7 @@ def test_a_path_a_worker_took_meanwhile_is_left_to_it(
     # Written again after it arrived: its event's worker has it when the directory's
     # outcomes come back; that worker reads it again (with its row), not this one.
     assert r.files.claim("card/001.jpg")
-    assert r.files.accept is not None
-    r.files._read_whole(ArrivedDir("card"), r.files.accept)
+    r.files._read_whole(ArrivedDir("card"))
     handed = {op.key for op in r.handed() if isinstance(op, Upsert)}
     assert handed == (names | {"card/notes.jpg"}) - {"card/001.jpg"}
     assert r.files.is_busy("card/001.jpg")  # still that worker's
@@ -282,16 +281,18 @@ def test_a_reading_process_that_dies_mid_directory_leaves_the_rest_to_the_thread
 
 def test_busy_directories_cover_the_paths_under_them_only() -> None:
     busy = BusyDirs()
-    assert not busy
-    busy.add("a/b/")
-    busy.add("a/b/")  # two readings of it
+    assert list(busy) == []
+    first, second = ArrivedDir("a/b"), ArrivedDir("a/b")  # two readings of it
+    busy.add(first)
+    busy.add(second)
+    assert list(busy) == [first, second]
     assert busy.covers("a/b/c.jpg") and busy.covers("a/b/c/d.jpg")
     assert not busy.covers("a/b.jpg") and not busy.covers("a/bc/d.jpg")
     assert not busy.covers("a/c.jpg") and not busy.covers("b/c.jpg")
-    busy.discard("a/b/")
+    busy.discard(first)
     assert busy.covers("a/b/c.jpg")  # the other reading still has it
-    busy.discard("a/b/")
-    assert not busy and not busy.covers("a/b/c.jpg")
+    busy.discard(second)
+    assert list(busy) == [] and not busy.covers("a/b/c.jpg")
 
 
 def test_read_ahead_keeps_a_bounded_number_of_chunks_out_in_order() -> None:

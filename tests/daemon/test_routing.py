@@ -137,7 +137,7 @@ def test_moves_out_of_a_directory_being_read_whole_wait_for_it(
     (image_dir / "card" / "sub").mkdir(parents=True)
     d = _daemon(tmp_path, image_dir)
     d.router.route(Change("dir_moved", "", str(d.root / "card")))
-    job = d.files._arrivals[0]
+    (job,) = d.files._busy_dirs
     # A file renamed inside it: no row to rename yet; looked at once it is read.
     d.router.route(Change("moved", str(d.root / "card/a.jpg"), str(d.root / "card/b.jpg")))
     assert "card/a.jpg" in d.router.debouncer and "card/b.jpg" in d.router.debouncer
