@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from imgwatch.daemon.arrivals import AHEAD_PER_PROCESS, ArrivedDir, BusyDirs, read_ahead
 from imgwatch.daemon.stages import Outage, StageThreads, take_batch
@@ -33,6 +34,8 @@ from imgwatch.model import ImageRecord, KnownFile, Status
 from imgwatch.reconcile.readers import ProcessReaders
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOOKUP_BATCH = 64  # settled paths whose rows one query looks up
 # A batch at least this large is read in the reading processes, when there are any.
@@ -227,15 +230,11 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         now = time.monotonic()
         with self._busy_lock:
             self._reading.update(dict.fromkeys(keys, now))
+        readers = self.readers
         try:
-            outcomes = self.readers.look_at(self.root, items, self.processor, self.uploads)
-            results = outcomes.result()
-        except BrokenProcessPool:
-            self._readers_died()
-            results = None
-        except Exception:
-            log.exception("internal error in a reading process; reading this batch here")
-            results = None
+            results = self._from_readers(
+                lambda: readers.look_at(self.root, items, self.processor, self.uploads).result()
+            )
         finally:
             with self._busy_lock:
                 for k in keys:
@@ -246,6 +245,17 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
             return
         for k, outcome in zip(keys, results, strict=True):
             self._settle(k, partial(self._hand_on, k, outcome))
+
+    def _from_readers(self, read: Callable[[], T]) -> T | None:
+        """What read() got from the reading processes; None if they failed, and the
+        caller reads the files in this thread."""
+        try:
+            return read()
+        except BrokenProcessPool:
+            self._readers_died()
+        except Exception:
+            log.exception("internal error in a reading process; reading these files here")
+        return None
 
     def _readers_died(self) -> None:
         """A reading process died (the OOM killer, a crash in an image library)."""
@@ -308,23 +318,17 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         """A chunk's outcomes, from a reading process if there are any."""
         readers = self.readers
         if readers is not None:
-            try:
-                return readers.examine(chunk, self.processor, self.uploads)
-            except BrokenProcessPool:
-                self._readers_died()
+            sent = self._from_readers(lambda: readers.examine(chunk, self.processor, self.uploads))
+            if sent is not None:
+                return sent
         read_here: Future[list[Outcome]] = Future()
         read_here.set_result(self._examine_here(chunk))
         return read_here
 
     def _outcomes(self, chunk: list[ToRead], future: Future[list[Outcome]]) -> list[Outcome]:
         with self._reading_chunk(chunk):
-            try:
-                return future.result()
-            except BrokenProcessPool:
-                self._readers_died()
-            except Exception:
-                log.exception("internal error in a reading process; reading these files here")
-        return self._examine_here(chunk)
+            outcomes = self._from_readers(future.result)
+        return outcomes if outcomes is not None else self._examine_here(chunk)
 
     def _examine_here(self, chunk: list[ToRead]) -> list[Outcome]:
         outcomes: list[Outcome] = []

@@ -124,12 +124,11 @@ class ProcessReaders:
     def submit(
         self, files: list[ToRead], processor: FileProcessor, uploads: bool
     ) -> list[Future[list[Outcome]]]:
-        pool = self._started()
         # A few chunks per process: large enough that sending them costs little,
         # small enough that the processes finish together.
         size = max(16, -(-len(files) // (4 * self.processes)))
         return [
-            pool.submit(_examine_all, processor, uploads, files[i : i + size])
+            self.examine(files[i : i + size], processor, uploads)
             for i in range(0, len(files), size)
         ]
 
