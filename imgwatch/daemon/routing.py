@@ -94,6 +94,7 @@ class Router:
     def take_changes(self) -> None:
         """Wait up to a tick (less when a deadline comes first) for changes; route them."""
         self._take_rechecks()
+        self._take_rewalks()
         self._take_arrived()
         timeout = TICK
         deadline = self.debouncer.next_deadline()
@@ -124,8 +125,11 @@ class Router:
             try:
                 key = self.rechecks.get_nowait()
             except queue.Empty:
-                break
+                return
             self.debouncer.touch(key)
+
+    def _take_rewalks(self) -> None:
+        """Directories the file workers handed back, walked here a path at a time."""
         while True:
             try:
                 key = self._rewalks.get_nowait()
