@@ -227,18 +227,11 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         """A batch read in a reading process; in this thread if the processes fail."""
         assert self.readers is not None
         items = [(k, rows.get(row_name(k))) for k in keys]
-        now = time.monotonic()
-        with self._busy_lock:
-            self._reading.update(dict.fromkeys(keys, now))
         readers = self.readers
-        try:
+        with self._reading_now(keys):
             results = self._from_readers(
                 lambda: readers.look_at(self.root, items, self.processor, self.uploads).result()
             )
-        finally:
-            with self._busy_lock:
-                for k in keys:
-                    self._reading.pop(k, None)
         if results is None:
             for k, row in items:
                 self._one(k, row)
@@ -326,13 +319,16 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         return read_here
 
     def _outcomes(self, chunk: list[ToRead], future: Future[list[Outcome]]) -> list[Outcome]:
-        with self._reading_chunk(chunk):
+        # Counted as reading while waited for, not while the outcomes wait for room
+        # at the Writer: a database down for long must not look like a hung read,
+        # and get the daemon restarted.
+        with self._reading_now([chunk[0][0].file_name]):
             outcomes = self._from_readers(future.result)
         return outcomes if outcomes is not None else self._examine_here(chunk)
 
     def _examine_here(self, chunk: list[ToRead]) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        with self._reading_chunk(chunk):
+        with self._reading_now([chunk[0][0].file_name]):
             for found, row in chunk:
                 try:
                     outcomes.append(examine(found, row, self.processor, self.uploads))
@@ -345,19 +341,18 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
         return outcomes
 
     @contextmanager
-    def _reading_chunk(self, chunk: list[ToRead]) -> Iterator[None]:
-        """While a chunk is read, or waited for: a read that hangs (a dead network
-        mount) shows as stuck (stuck()). Not while its outcomes wait for room at the
-        Writer: a database down for long must not look like a hung read, and get the
-        daemon restarted."""
-        key = chunk[0][0].file_name
+    def _reading_now(self, keys: list[str]) -> Iterator[None]:
+        """While keys are read: a read that hangs (a dead network mount) shows as
+        stuck (stuck())."""
+        now = time.monotonic()
         with self._busy_lock:
-            self._reading[key] = time.monotonic()
+            self._reading.update(dict.fromkeys(keys, now))
         try:
             yield
         finally:
             with self._busy_lock:
-                self._reading.pop(key, None)
+                for key in keys:
+                    self._reading.pop(key, None)
 
     def _hand_on_chunk(self, chunk: list[ToRead], outcomes: list[Outcome]) -> None:
         """Each file's outcome to the Writer, the file claimed on its own until its row
@@ -374,13 +369,8 @@ class FileWorkers(StageThreads[str | ArrivedDir]):
     # --- a path at a time -------------------------------------------------------------
 
     def _one(self, key: str, row: KnownFile | None) -> None:
-        with self._busy_lock:
-            self._reading[key] = time.monotonic()
-        try:
+        with self._reading_now([key]):
             self._settle(key, partial(self.process, key, row))
-        finally:
-            with self._busy_lock:
-                self._reading.pop(key, None)
 
     def _settle(self, key: str, work: Callable[[], bool]) -> None:
         """work() for key, which says whether an Upsert went to the Writer; key is let
